@@ -1,0 +1,171 @@
+/*  pl_http_json — the JSON bodies of the HTTP endpoints (docs/protocol.md §3). */
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "pl_http.h"
+#include "pl_version.h"
+
+static char *
+s_print(cJSON *o)
+{
+    char *out = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return out;
+}
+
+char *
+pl_http_json_error(int status, const char *code, const char *message)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "error", message);
+    cJSON_AddStringToObject(o, "code", code);
+    cJSON_AddNumberToObject(o, "status", status);
+    return s_print(o);
+}
+
+char *
+pl_http_json_root(const char *model)
+{
+    static const char *const endpoints[] = {
+        "GET /",           "GET /health",          "GET /stats",          "GET /openapi.json",
+        "GET /docs",       "GET /demo",            "POST /sessions/new",  "GET /sessions",
+        "GET /sessions/{id}", "DELETE /sessions/{id}", "POST /sessions/{id}/clear", "WS /ws"};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", PL_NAME);
+    cJSON_AddStringToObject(o, "version", PL_VERSION);
+    cJSON_AddStringToObject(o, "model", model);
+    cJSON_AddStringToObject(o, "websocket", "/ws");
+    cJSON_AddItemToObject(o, "endpoints",
+                          cJSON_CreateStringArray(endpoints, (int) (sizeof endpoints / sizeof endpoints[0])));
+    return s_print(o);
+}
+
+char *
+pl_http_json_health(const pl_edge_stats_t *edge, const int64_t *stats)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    cJSON_AddStringToObject(o, "version", PL_VERSION);
+    cJSON_AddNumberToObject(o, "uptime", edge->uptime);
+    cJSON_AddNumberToObject(o, "connections", (double) edge->conns_current);
+    cJSON_AddNumberToObject(o, "sessions", (double) stats[PL_STAT_SESSIONS_ACTIVE]);
+    return s_print(o);
+}
+
+/* Sets o[a][b] = v for a path "a.b". */
+static void
+s_put_path(cJSON *o, const char *path, double v)
+{
+    const char *dot = strchr(path, '.');
+    char head[32];
+    size_t n = dot ? (size_t) (dot - path) : strlen(path);
+    if (n >= sizeof head)
+        return;
+    memcpy(head, path, n);
+    head[n] = '\0';
+    if (!dot) {
+        cJSON_AddNumberToObject(o, head, v);
+        return;
+    }
+    cJSON *sub = cJSON_GetObjectItemCaseSensitive(o, head);
+    if (!sub)
+        sub = cJSON_AddObjectToObject(o, head);
+    s_put_path(sub, dot + 1, v);
+}
+
+char *
+pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "uptime", edge->uptime);
+    cJSON_AddNumberToObject(o, "workers", (double) edge->workers);
+    cJSON_AddNumberToObject(o, "shards", (double) edge->shards);
+    s_put_path(o, "connections.current", (double) edge->conns_current);
+    s_put_path(o, "connections.total", (double) edge->conns_total);
+    s_put_path(o, "connections.rejected", (double) edge->conns_rejected);
+    s_put_path(o, "connections.slow_closed", (double) edge->slow_closed);
+    s_put_path(o, "frames.in", (double) edge->frames_in);
+    s_put_path(o, "frames.out", (double) edge->frames_out);
+    cJSON *errors = cJSON_AddObjectToObject(o, "errors");
+    for (int i = 1; i < PL_E_COUNT_; i++) {
+        const char *name = pl_err_name(i);
+        cJSON *have = cJSON_GetObjectItemCaseSensitive(errors, name);
+        if (have)
+            cJSON_SetNumberValue(have, have->valuedouble + (double) edge->errors[i]);
+        else
+            cJSON_AddNumberToObject(errors, name, (double) edge->errors[i]);
+    }
+    for (int i = 0; i < PL_STAT_COUNT_; i++)
+        s_put_path(o, pl_stat_path((pl_stat_t) i), (double) stats[i]);
+    s_put_path(o, "mailbox.dropped", (double) edge->mailbox_dropped);
+    return s_print(o);
+}
+
+static cJSON *
+s_session(const pl_sessinfo_t *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "session_id", s->id);
+    cJSON_AddStringToObject(o, "model", s->model);
+    cJSON_AddStringToObject(o, "kind", s->kind);
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddNumberToObject(o, "created_at", s->created);
+    cJSON_AddNumberToObject(o, "message_count", (double) s->messages);
+    cJSON_AddNumberToObject(o, "members", (double) s->members);
+    return o;
+}
+
+char *
+pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist)
+{
+    cJSON *o = s_session(s);
+    if (hist) {
+        cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
+        for (size_t i = 0; i < hist->n; i++) {
+            cJSON *m = cJSON_CreateObject();
+            cJSON_AddStringToObject(m, "id", hist->v[i].id);
+            cJSON_AddStringToObject(m, "role", hist->v[i].role);
+            cJSON_AddStringToObject(m, "content", hist->v[i].text);
+            if (hist->v[i].conn[0])
+                cJSON_AddStringToObject(m, "connection_id", hist->v[i].conn);
+            cJSON_AddNumberToObject(m, "timestamp", hist->v[i].ts);
+            cJSON_AddItemToArray(msgs, m);
+        }
+    }
+    return s_print(o);
+}
+
+char *
+pl_http_json_sessions(const pl_sessv_t *v)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(o, "sessions");
+    for (size_t i = 0; i < v->n; i++)
+        cJSON_AddItemToArray(arr, s_session(&v->v[i]));
+    cJSON_AddNumberToObject(o, "count", (double) v->n);
+    return s_print(o);
+}
+
+char *
+pl_http_json_ack(const char *verb, const char *session_id, int with_count)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, verb, 1);
+    cJSON_AddStringToObject(o, "session_id", session_id);
+    if (with_count)
+        cJSON_AddNumberToObject(o, "message_count", 0);
+    return s_print(o);
+}
+
+int
+pl_http_parse_create(const char *body, size_t len, const pl_dialect_limits_t *lim, pl_env_t *env)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+        i++;
+    if (i == len) {
+        pl_env_init(env, PL_MSG_CREATE);
+        return 0;
+    }
+    return pl_session_parse_as(body, len, "create_session", lim, env);
+}

@@ -1,0 +1,78 @@
+#include "pl_util.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "pl_limits.h"
+
+uint64_t
+pl_random_u64(void)
+{
+    uint64_t v = 0;
+    while (v == 0) {
+        ssize_t n = getrandom(&v, sizeof v, 0);
+        if (n != (ssize_t) sizeof v) {
+            /* getrandom(2) on Linux does not fail for 8 bytes once the pool is
+               initialised; fall back on the clock rather than abort. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            v = (uint64_t) ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t) ts.tv_sec;
+        }
+    }
+    return v;
+}
+
+void
+pl_id_new(char prefix, char *out, size_t size)
+{
+    snprintf(out, size, "%c%016llx", prefix, (unsigned long long) pl_random_u64());
+}
+
+void
+pl_conn_name(uint64_t conn, char *out, size_t size)
+{
+    snprintf(out, size, "c%016llx", (unsigned long long) conn);
+}
+
+bool
+pl_id_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char c = s[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '_' || c == '-' || c == '.' || c == ':';
+        if (!ok || n >= PL_ID_MAX)
+            return false;
+    }
+    return n > 0;
+}
+
+uint64_t
+pl_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (; *s; s++) {
+        h ^= (unsigned char) *s;
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+int64_t
+pl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double
+pl_wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double) ts.tv_sec + (double) (ts.tv_nsec / 1000) / 1e6;
+}

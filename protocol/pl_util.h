@@ -1,0 +1,27 @@
+/*  pl_util — ids, hashing and clocks shared by every layer. Thread-safe. */
+#ifndef PL_UTIL_H
+#define PL_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A random 64-bit value from the kernel (never 0). */
+uint64_t pl_random_u64(void);
+/* Writes `prefix` + 16 lowercase hex digits of a fresh random value into
+   `out` (at least 18 bytes). */
+void pl_id_new(char prefix, char *out, size_t size);
+/* Formats a connection id as the client sees it ("c" + 16 hex). */
+void pl_conn_name(uint64_t conn, char *out, size_t size);
+/* True when `s` is a plausible id a client may name: 1..PL_ID_MAX chars of
+   [A-Za-z0-9_.:-]. */
+bool pl_id_valid(const char *s);
+/* FNV-1a over a string; the shard of an id is pl_hash(id) % shards. */
+uint64_t pl_hash(const char *s);
+
+/* Monotonic milliseconds, for timers. */
+int64_t pl_now_ms(void);
+/* Wall-clock seconds since the epoch, with microseconds. */
+double pl_wall_s(void);
+
+#endif
