@@ -241,6 +241,8 @@ s_request(pl_edge_t *self, struct lws *wsi, pss_t *pss, const char *path)
 static void
 s_body(pl_edge_t *self, pss_t *pss, const void *in, size_t len)
 {
+    if (len == 0 || !in)
+        return;
     if (pss->body_too_big || pss->bodylen + len > (size_t) self->cfg->max_http_body) {
         pss->body_too_big = true;
         return;
@@ -284,10 +286,8 @@ s_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
             method = s_methods[i].name;
     pl_log_info("http", "method=%s route=%d status=%d bytes=%zu", method, (int) pss->match.route, pss->status,
                 pss->resplen);
-    (void) self;
     bool close = pss->body_too_big;
-    free(pss->resp);
-    pss->resp = NULL;
+    s_reset(self, pss); /* the transaction is over: free what it held */
     if (n < 0 || close)
         return -1;
     return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -372,10 +372,10 @@ pl_edge_http_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reason
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return s_write(self, wsi, pss);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (pss && !pss->is_ws) {
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (pss && !pss->is_ws)
             s_reset(self, pss);
-        }
-        return 0;
+        return lws_callback_http_dummy(wsi, reason, pss, in, len);
     default:
         return lws_callback_http_dummy(wsi, reason, pss, in, len);
     }

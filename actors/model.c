@@ -29,7 +29,7 @@ typedef struct {
     const pl_config_t *cfg;
     s_stream_t *streams;
     size_t nstreams, cap;
-    int64_t chunks;
+    int64_t started, chunks; /* since start */
 } self_t;
 
 static void *
@@ -113,6 +113,7 @@ s_handle_generate(self_t *self, pl_env_t *env)
         return;
     }
     self->streams[self->nstreams++] = s;
+    self->started++;
 }
 
 static void
@@ -129,7 +130,8 @@ s_handle(void *self_, pl_env_t *env)
             }
     } else if (env->type == PL_MSG_STATS_REQ) {
         int64_t stats[PL_STAT_COUNT_] = {0};
-        stats[PL_STAT_MODEL_STREAMS] = (int64_t) self->nstreams;
+        stats[PL_STAT_MODEL_STREAMS] = self->started;
+        stats[PL_STAT_MODEL_ACTIVE] = (int64_t) self->nstreams;
         stats[PL_STAT_MODEL_CHUNKS] = self->chunks;
         pl_env_t reply;
         pl_env_init(&reply, PL_MSG_STATS_REPLY);

@@ -136,8 +136,10 @@ s_take_cid(const cJSON *id, pl_env_t *env)
 {
     if (!id)
         return 0;
-    if (!(cJSON_IsString(id) || cJSON_IsNumber(id)))
-        return s_fail(env, PL_E_BAD_FRAME, "\"id\" must be a string or a number%s", NULL);
+    if (cJSON_IsNull(id))
+        return 0;
+    if (!(cJSON_IsString(id) || cJSON_IsNumber(id) || cJSON_IsBool(id)))
+        return s_fail(env, PL_E_BAD_FRAME, "\"id\" must be a string, a number or a boolean%s", NULL);
     if (cJSON_IsString(id) && strlen(id->valuestring) > PL_CID_MAX)
         return s_fail(env, PL_E_BAD_FRAME, "\"id\" is too long%s", NULL);
     char *raw = cJSON_PrintUnformatted(id);

@@ -19,7 +19,7 @@ pl_http_json_error(int status, const char *code, const char *message)
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "error", message);
     cJSON_AddStringToObject(o, "code", code);
-    cJSON_AddNumberToObject(o, "status", status);
+    (void) status; /* the HTTP status line carries it */
     return s_print(o);
 }
 
