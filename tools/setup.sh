@@ -53,7 +53,7 @@ case "${1:-}" in
   run)
     deps
     build build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPARLEY_TESTS=OFF
-    echo "==> parleyd on http://localhost:${PORT:-8000}/demo (Ctrl-C stops it)"
+    echo "==> parleyd on http://localhost:${PARLEY_PORT:-8000}/demo (Ctrl-C stops it)"
     exec build/parleyd "${@:2}" ;;
   test)
     deps
