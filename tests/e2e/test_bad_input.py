@@ -1,6 +1,7 @@
 """Bad input on /ws: an error frame with the right code, and the connection stays usable
 (docs/protocol.md §1.4). Only a frame over --max-frame-hard closes it (1009)."""
 
+import asyncio
 import json
 
 import pytest
@@ -40,7 +41,6 @@ CASES = [
     ("join session_id number", '{"type":"join_session","session_id":5}', "BAD_FRAME"),
     ("chat without message", '{"type":"chat"}', "MISSING_FIELD"),
     ("chat message number", '{"type":"chat","message":5}', "BAD_FRAME"),
-    ("chat message null", '{"type":"chat","message":null}', "BAD_FRAME"),
     ("temperature string", '{"type":"chat","message":"hi","temperature":"hot"}', "BAD_FRAME"),
     ("temperature too high", '{"type":"chat","message":"hi","temperature":9}', "BAD_FRAME"),
     ("temperature negative", '{"type":"chat","message":"hi","temperature":-0.5}', "BAD_FRAME"),
@@ -53,6 +53,8 @@ CASES = [
     ("whitespace message", '{"type":"chat","message":" \\t\\n  "}', "EMPTY_MESSAGE"),
     ("create kind unknown", '{"type":"create_session","kind":"public"}', "BAD_FRAME"),
     ("create name number", '{"type":"create_session","name":3}', "BAD_FRAME"),
+    ("id array", '{"type":"ping","id":[1]}', "BAD_FRAME"),
+    ("id object", '{"type":"ping","id":{"a":1}}', "BAD_FRAME"),
     ("join last_seq negative", '{"type":"join_session","session_id":"x","last_seq":-1}',
      "BAD_FRAME"),
 ]
@@ -77,6 +79,19 @@ def test_many_bad_frames_on_one_connection(server):
         await c.send({"type": "chat", "message": "still fine"})
         frames = await c.recv_until("response_complete")
         assert frames[-1]["finish_reason"] == "stop"
+        await c.close()
+    run(body())
+
+
+def test_null_message_is_an_error(server):
+    """A null ``message`` is either absent (MISSING_FIELD) or of the wrong type (BAD_FRAME);
+    docs/protocol.md does not say which, so both are accepted."""
+    async def body():
+        c = await connect(server)
+        await c.send({"type": "chat", "message": None})
+        err = (await c.recv_until("error"))[-1]
+        assert err["code"] in ("MISSING_FIELD", "BAD_FRAME"), err
+        await c.ping()
         await c.close()
     run(body())
 
@@ -178,11 +193,10 @@ def test_frame_over_max_frame_too_large_connection_stays(small_server):
         c = await Client.connect(small_server)
         big = json.dumps({"type": "chat", "message": "x" * 2000, "id": 5})
         assert 1024 < len(big) < 4096
-        err = await c.expect_error(big, "TOO_LARGE")
+        await c.expect_error(big, "TOO_LARGE")
         await c.ping()
         # The oversize frame did nothing: no session was created.
         await c.expect_error({"type": "leave_session"}, "NOT_FOUND")
-        del err
         await c.close()
     run(body())
 
@@ -238,15 +252,48 @@ def test_fragmented_frame_over_hard_limit_closes_1009(small_server):
 
         async def fragments():
             yield '{"type":"chat","message":"'
-            for _ in range(20):
+            for _ in range(10):                  # 5000 bytes: over the 4096 hard limit
+                yield "x" * 500
+            # Then stay silent, mid-message, until the server has closed the connection
+            # (sending more after its close would only race its close frame with a TCP RST).
+            await asyncio.sleep(15)
+            yield '"}'
+        sender = asyncio.ensure_future(c.ws.send(fragments()))
+        try:
+            code = await c.closed_code(timeout=10)
+        finally:
+            sender.cancel()
+            try:
+                await sender
+            except BaseException:
+                pass
+        assert code == 1009, f"close code {code}"
+    run(body())
+
+
+def test_hard_limit_close_code_seen_while_client_keeps_sending(small_server):
+    """A client still sending when the hard limit trips must still receive the 1009 close
+    frame: the server has to keep reading (and discarding) after it sends its close instead
+    of closing the socket with unread input, which makes the kernel send an RST that destroys
+    the close frame (the client then sees 1006). Repeated, since it is a race."""
+    async def once():
+        c = await Client.connect(small_server)
+
+        async def fragments():
+            yield '{"type":"chat","message":"'
+            for _ in range(20):                  # 10000 bytes against a 4096 hard limit
                 yield "x" * 500
             yield '"}'
         try:
             await c.ws.send(fragments())
         except Exception:
             pass
-        code = await c.closed_code(timeout=10)
-        assert code == 1009, f"close code {code}"
+        return await c.closed_code(timeout=10)
+
+    async def body():
+        codes = [await once() for _ in range(60)]
+        assert set(codes) == {1009}, \
+            f"{sum(x != 1009 for x in codes)} of {len(codes)} closes were not 1009: {sorted(set(codes))}"
     run(body())
 
 
@@ -259,6 +306,53 @@ def test_busy_on_small_server(small_server):
             await c.send({"type": "chat", "message": text, "id": i})
         frames = await c.recv_until("error", timeout=10)
         assert frames[-1]["code"] == "BUSY", frames[-1]
+        await c.ping()
+        await c.close()
+    run(body())
+
+
+def test_default_max_message_boundary(server):
+    async def body():
+        c = await connect(server)
+        await c.create_session()
+        await c.expect_error({"type": "chat", "message": "a" * 32769, "id": 1}, "TOO_LARGE")
+        await c.ping()
+        await c.send({"type": "chat", "message": "a" * 32768})
+        frames = await c.recv_until("response_complete")
+        assert not [f for f in frames if f["type"] == "error"]
+        text = "".join(f["text"] for f in frames if f["type"] == "chunk")
+        assert text == "Echo turn 1 (1 context messages): " + "a" * 32768
+        await c.close()
+    run(body())
+
+
+def test_typing_without_session_not_found(server):
+    async def body():
+        c = await connect(server)
+        await _error_then_usable(c, '{"type":"typing_start"}', "NOT_FOUND")
+        await _error_then_usable(c, '{"type":"typing_stop"}', "NOT_FOUND")
+        await c.close()
+    run(body())
+
+
+def test_overlong_session_id(server):
+    async def body():
+        c = await connect(server)
+        await c.send({"type": "join_session", "session_id": "s" * 5000})
+        err = (await c.recv_until("error"))[-1]
+        assert err["code"] in ("NOT_FOUND", "BAD_FRAME"), err
+        await c.ping()
+        await c.close()
+    run(body())
+
+
+def test_overlong_client_id(server):
+    """A huge correlation id is refused or echoed, never crashes the server."""
+    async def body():
+        c = await connect(server)
+        await c.send({"type": "ping", "id": "i" * 10000})
+        f = await c.recv()
+        assert f["type"] in ("pong", "error"), f
         await c.ping()
         await c.close()
     run(body())

@@ -1,7 +1,9 @@
 """HTTP endpoints on the same port: docs/protocol.md §3."""
 
+import asyncio
 import json
 import re
+import time
 
 import pytest
 
@@ -85,7 +87,6 @@ def test_health_counts_follow_clients(make_server):
     run(body())
 
     # Closed connections are no longer counted (allow the server a moment to notice).
-    import time
     deadline = time.monotonic() + 5
     while health()["connections"] != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -125,15 +126,9 @@ def test_stats_shape(server):
 
 
 def test_stats_count_activity(make_server):
-    srv = make_server()
+    srv = make_server("--echo-delay-ms", "30")
 
-    async def body():
-        c = await Client.connect(srv)
-        await c.create_session()
-        await run_turn(c, "count me")
-        await c.expect_error({"type": "nope"}, "UNKNOWN_TYPE")
-        await c.ping()
-        stats = http(srv, "GET", "/stats").json()
+    def check(stats):
         assert stats["connections"]["current"] == 1
         assert stats["connections"]["total"] >= 1
         assert stats["frames"]["in"] >= 4
@@ -145,8 +140,34 @@ def test_stats_count_activity(make_server):
         assert stats["messages"]["model"] == 1
         assert stats["turns"]["started"] == 1
         assert stats["turns"]["completed"] == 1
-        assert stats["model"]["streams"] >= 1
         assert stats["model"]["chunks"] >= 2
+
+    async def body():
+        c = await Client.connect(srv)
+        await c.create_session()
+        await run_turn(c, "count me")
+        await c.expect_error({"type": "nope"}, "UNKNOWN_TYPE")
+        await c.ping()
+        # Shards report their counters asynchronously: allow them a few seconds to converge.
+        deadline = time.monotonic() + 5
+        while True:
+            stats = http(srv, "GET", "/stats").json()
+            try:
+                check(stats)
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    print("final /stats:", stats)
+                    raise
+            await asyncio.sleep(0.2)
+        # model.streams counts upstream streams (open ones at least): one is open mid-answer.
+        await c.send({"type": "chat", "message": " ".join(["w"] * 60)})
+        await c.recv_until("chunk")
+        deadline = time.monotonic() + 1.5
+        while http(srv, "GET", "/stats").json()["model"]["streams"] < 1:
+            assert time.monotonic() < deadline, "model.streams is 0 while an answer streams"
+            await asyncio.sleep(0.1)
+        await c.recv_until("response_complete")
         await c.close()
     run(body())
 
@@ -258,6 +279,20 @@ def test_http_session_joinable_over_ws(server):
     run(body())
 
 
+def test_http_session_system_prompt_applies(server):
+    sid = http(server, "POST", "/sessions/new",
+               {"kind": "shared", "system_prompt": "abc"}).json()["session_id"]
+
+    async def body():
+        c = await connect(server)
+        await c.join(sid)
+        frames = await run_turn(c, "hi")
+        assert "".join(f["text"] for f in frames if f["type"] == "chunk") == \
+            "[system prompt: 3 chars] Echo turn 1 (1 context messages): hi"
+        await c.close()
+    run(body())
+
+
 def test_get_unknown_session_404(server):
     _json_error(http(server, "GET", "/sessions/does-not-exist"), 404, "NOT_FOUND")
 
@@ -343,7 +378,8 @@ def test_clear_unknown_session_404(server):
 def test_unknown_path_404(server, path):
     r = http(server, "GET", path)
     assert r.status == 404, r
-    assert r.json() == {"error": "not found", "code": "NOT_FOUND"}
+    body = r.json()
+    assert body["error"] == "not found" and body["code"] == "NOT_FOUND", body
 
 
 @pytest.mark.parametrize("method,path,allowed", [
@@ -359,7 +395,8 @@ def test_unknown_path_404(server, path):
 def test_wrong_method_405(server, method, path, allowed):
     r = http(server, method, path, body="" if method in ("POST", "PUT") else None)
     assert r.status == 405, r
-    assert r.json() == {"error": "method not allowed", "code": "METHOD_NOT_ALLOWED"}
+    body = r.json()
+    assert body["error"] == "method not allowed" and body["code"] == "METHOD_NOT_ALLOWED", body
     allow = r.header("Allow")
     assert allow, f"no Allow header on 405: {r.headers}"
     methods = {m.strip().upper() for m in allow.split(",") if m.strip()}
@@ -431,3 +468,97 @@ def test_http_keepalive_and_ws_share_port(server):
         await c.ping()
         await c.close()
     run(body())
+
+
+def test_members_count_follows_ws(server):
+    async def body():
+        a = await connect(server, name="a")
+        b = await connect(server, name="b")
+        sid = (await a.create_session(kind="shared"))["session_id"]
+        await b.join(sid)
+        assert http(server, "GET", f"/sessions/{sid}").json()["members"] == 2
+        await b.close()
+        await a.recv_until("session_update", "member_left")
+        assert http(server, "GET", f"/sessions/{sid}").json()["members"] == 1
+        await a.close()
+    run(body())
+
+
+def test_health_sessions_follow_delete(make_server):
+    srv = make_server()
+    sids = [http(srv, "POST", "/sessions/new").json()["session_id"] for _ in range(3)]
+    assert http(srv, "GET", "/health").json()["sessions"] == 3
+    assert http(srv, "GET", "/sessions").json()["count"] == 3
+    assert http(srv, "DELETE", f"/sessions/{sids[1]}").status == 200
+    assert http(srv, "GET", "/health").json()["sessions"] == 2
+    listed = http(srv, "GET", "/sessions").json()
+    assert listed["count"] == 2
+    assert {s["session_id"] for s in listed["sessions"]} == {sids[0], sids[2]}
+
+
+def test_delete_while_streaming(make_server):
+    srv = make_server("--echo-delay-ms", "30")
+
+    async def body():
+        a = await Client.connect(srv, name="a")
+        b = await Client.connect(srv, name="b")
+        sid = (await a.create_session(kind="shared"))["session_id"]
+        await b.join(sid)
+        await a.send({"type": "chat", "message": " ".join(["w"] * 100)})
+        await b.recv_until("chunk")
+        assert http(srv, "DELETE", f"/sessions/{sid}").status == 200
+        for c in (a, b):
+            await c.recv_until("session_update", "session_deleted", timeout=10)
+        # No more events of the deleted session after a moment; connections still work.
+        await a.drain(0.3)
+        later = await b.drain(0.5)
+        assert not [f for f in later if f.get("session_id") == sid and f["type"] == "chunk"], later
+        for c in (a, b):
+            await c.ping()
+        await a.close()
+        await b.close()
+    run(body())
+    assert http(srv, "GET", "/health").status == 200
+
+
+def test_clear_while_streaming(make_server):
+    srv = make_server("--echo-delay-ms", "30")
+
+    async def body():
+        a = await Client.connect(srv)
+        sid = (await a.create_session())["session_id"]
+        await a.send({"type": "chat", "message": " ".join(["w"] * 20)})
+        await a.recv_until("chunk")
+        assert http(srv, "POST", f"/sessions/{sid}/clear").status == 200
+        frames = await a.recv_until("session_update", "history_cleared", timeout=10)
+        if not [f for f in frames if f["type"] == "response_complete"]:
+            frames += await a.recv_until("response_complete", timeout=10)
+        await a.ping()
+        frames = await run_turn(a, "after clear")
+        assert frames[-1]["finish_reason"] == "stop"
+        await a.close()
+    run(body())
+    assert http(srv, "GET", "/health").status == 200
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+    b"POST /sessions/new HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}",
+    b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 100000 + b"\r\n\r\n",
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64,
+], ids=["garbage", "negative length", "short body", "long path", "huge header", "tls hello"])
+def test_malformed_http_does_not_hurt(server, raw):
+    import socket
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        try:
+            s.sendall(raw)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            while s.recv(65536):
+                pass
+        except OSError:
+            pass
+    r = http(server, "GET", "/health")
+    assert r.status == 200

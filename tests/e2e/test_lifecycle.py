@@ -203,3 +203,83 @@ def test_restart_on_same_port(make_server):
     finally:
         again.stop()
         again.cleanup()
+
+
+def _raw_ws_handshake(srv):
+    """A bare TCP WebSocket client: handshake done, nothing answered afterwards."""
+    import base64
+    import os
+    import socket
+    s = socket.create_connection((srv.host, srv.port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall((f"GET /ws HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        assert chunk, "closed during the handshake"
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s, rest
+
+
+def _read_frames(s, rest, seconds):
+    """Opcodes of the frames received until the peer closes or ``seconds`` pass.
+    Returns (opcodes, closed)."""
+    import time as _t
+    ops, buf = [], rest
+    deadline = _t.monotonic() + seconds
+    while True:
+        while len(buf) >= 2:
+            n = buf[1] & 0x7F
+            hdr = 2 + (2 if n == 126 else 8 if n == 127 else 0)
+            if len(buf) < hdr:
+                break
+            if n == 126:
+                n = int.from_bytes(buf[2:4], "big")
+            elif n == 127:
+                n = int.from_bytes(buf[2:10], "big")
+            if len(buf) < hdr + n:
+                break
+            ops.append(buf[0] & 0x0F)
+            buf = buf[hdr + n:]
+        left = deadline - _t.monotonic()
+        if left <= 0:
+            return ops, False
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            return ops, False
+        except OSError:
+            return ops, True
+        if not chunk:
+            return ops, True
+        buf += chunk
+
+
+def test_heartbeat_keeps_live_idle_client(make_server):
+    srv = make_server("--heartbeat", "1")
+
+    async def body():
+        c = await Client.connect(srv)       # websockets answers pings by itself
+        await asyncio.sleep(3.5)
+        frames = await c.ping()
+        assert frames[-1]["type"] == "pong"
+        await c.close()
+    run(body())
+
+
+def test_heartbeat_pings_and_drops_silent_peer(make_server):
+    srv = make_server("--heartbeat", "1")
+    s, rest = _raw_ws_handshake(srv)
+    try:
+        ops, closed = _read_frames(s, rest, 8)
+    finally:
+        s.close()
+    assert 0x1 in ops, f"no connected text frame: {ops}"
+    assert 0x9 in ops, f"the server sent no WebSocket ping to an idle peer: {ops}"
+    assert closed, f"a peer silent for 8 s (heartbeat 1 s) was not dropped: {ops}"
+    assert http(srv, "GET", "/health").json()["connections"] == 0

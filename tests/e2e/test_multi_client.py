@@ -154,3 +154,63 @@ def test_two_hundred_clients_three_turns_each(server):
         print(f"200 clients x 3 turns: {elapsed:.2f}s (connect {t_connected:.2f}s)")
 
     run(body(), timeout=58)
+
+
+def test_two_members_chat_at_once(make_server):
+    srv = make_server("--echo-delay-ms", "10")
+
+    async def body():
+        clients, sid = await _shared_session(srv, 3)
+        a, b, watcher = clients
+        await asyncio.gather(a.send({"type": "chat", "message": "from a"}),
+                             b.send({"type": "chat", "message": "from b"}))
+        seen = await asyncio.gather(*[_two_turns(c) for c in clients])
+        orders = []
+        for c, frames in zip(clients, seen):
+            assert not of_type(frames, "error"), of_type(frames, "error")
+            starts = of_type(frames, "response_start")
+            assert len(starts) == 2
+            texts = [answer_text(frames, s["response_id"]) for s in starts]
+            orders.append(texts)
+            # Whichever came first is turn 1; the other sees it in its context.
+            first, second = texts
+            assert first.startswith("Echo turn 1 (1 context messages): from ")
+            assert second.startswith("Echo turn 2 (3 context messages): from ")
+            assert {first[-6:], second[-6:]} == {"from a", "from b"}
+            check_seq(frames, session_id=sid)
+        assert orders[0] == orders[1] == orders[2], "members saw the turns in different orders"
+        for c in clients:
+            await c.close()
+    run(body())
+
+
+async def _two_turns(c):
+    frames = await c.recv_until("response_complete", timeout=15)
+    frames += await c.recv_until("response_complete", timeout=15)
+    return frames
+
+
+def test_slow_reader_does_not_delay_others(make_server):
+    """A member that stops reading must not hold up the stream for the others."""
+    srv = make_server("--echo-delay-ms", "1", "--out-queue", "256")
+
+    async def body():
+        clients, sid = await _shared_session(srv, 2)
+        fast, slow = clients
+        text = " ".join(f"word{i}" for i in range(3000))
+        t0 = time.monotonic()
+        frames = await run_turn(fast, text, timeout=30)
+        elapsed = time.monotonic() - t0
+        assert frames[-1]["finish_reason"] == "stop"
+        assert frames[-1]["total_chunks"] == len(of_type(frames, "chunk"))
+        assert elapsed < 20, f"the fast reader waited {elapsed:.1f}s"
+        # The server is still responsive to everyone else.
+        other = await connect(srv)
+        await other.ping()
+        await other.close()
+        await fast.close()
+        try:
+            await slow.close()
+        except Exception:
+            pass
+    run(body(), timeout=40)

@@ -646,3 +646,107 @@ def test_many_connections_and_closes_do_not_disturb(server):
         assert answer_text(frames) == echo_answer(1, 1, "still here")
         await keep.close()
     run(body())
+
+
+def test_pipelined_pings_answered_in_order(server):
+    async def body():
+        c = await connect(server)
+        for i in range(100):
+            await c.send({"type": "ping", "id": i})
+        pongs = [await c.recv() for _ in range(100)]
+        assert pongs == [{"type": "pong", "id": i} for i in range(100)]
+        await c.close()
+    run(body())
+
+
+def test_chat_after_leave_is_forbidden(server):
+    async def body():
+        a = await connect(server, name="a")
+        b = await connect(server, name="b")
+        sid = (await a.create_session(kind="shared"))["session_id"]
+        await b.join(sid)
+        await b.request({"type": "leave_session"}, "session_left")
+        await b.expect_error({"type": "chat", "message": "hi", "session_id": sid}, "FORBIDDEN")
+        # b no longer receives the session's events.
+        await run_turn(a, "b is gone")
+        extra = await b.drain(0.3)
+        assert not [f for f in extra if f.get("session_id") == sid], extra
+        await a.close()
+        await b.close()
+    run(body())
+
+
+def test_connection_in_two_sessions_gets_both_streams(server):
+    async def body():
+        a = await connect(server, name="a")
+        b = await connect(server, name="b")
+        c = await connect(server, name="c")
+        s1 = (await a.create_session(kind="shared", name="one"))["session_id"]
+        s2 = (await a.create_session(kind="shared", name="two"))["session_id"]
+        await b.join(s1)
+        await c.join(s2)
+        await a.recv_until("session_update", "member_joined", pred=lambda f: f["session_id"] == s1)
+        await a.recv_until("session_update", "member_joined", pred=lambda f: f["session_id"] == s2)
+        await b.send({"type": "chat", "message": "in one"})
+        await c.send({"type": "chat", "message": "in two"})
+        frames = await a.recv_until("response_complete")
+        frames += await a.recv_until("response_complete")
+        by_session = {s1: [f for f in frames if f.get("session_id") == s1],
+                      s2: [f for f in frames if f.get("session_id") == s2]}
+        assert answer_text(by_session[s1]) == echo_answer(1, 1, "in one")
+        assert answer_text(by_session[s2]) == echo_answer(1, 1, "in two")
+        check_seq(by_session[s1])
+        check_seq(by_session[s2])
+        for x in (a, b, c):
+            await x.close()
+    run(body())
+
+
+def test_disconnect_mid_stream_does_not_disturb_others(make_server):
+    srv = make_server("--echo-delay-ms", "20")
+
+    async def body():
+        a = await Client.connect(srv, name="a")
+        b = await Client.connect(srv, name="b")
+        sid = (await a.create_session(kind="shared"))["session_id"]
+        await b.join(sid)
+        text = " ".join(f"w{i}" for i in range(30))
+        await a.send({"type": "chat", "message": text})
+        await a.recv_until("chunk")
+        await a.ws.close()
+        frames = await b.recv_until("response_complete", timeout=15)
+        assert answer_text(frames) == echo_answer(1, 1, text)
+        assert frames[-1]["finish_reason"] == "stop"
+        # The session lives on with b.
+        frames = await run_turn(b, "still here")
+        assert answer_text(frames) == echo_answer(2, 3, "still here")
+        await b.close()
+    run(body())
+
+
+def test_join_with_last_seq_is_accepted(server):
+    """§1.1: last_seq is accepted (replay is not served yet): the join itself succeeds."""
+    async def body():
+        a = await connect(server, name="a")
+        sid = (await a.create_session(kind="shared"))["session_id"]
+        await run_turn(a, "before")
+        b = await connect(server, name="b")
+        joined = await b.join(sid, last_seq=0)
+        assert joined["session_id"] == sid
+        assert joined["message_count"] == 2
+        await a.close()
+        await b.close()
+    run(body())
+
+
+def test_processing_time_is_seconds(slow_server):
+    async def body():
+        c = await Client.connect(slow_server)
+        await c.create_session()
+        frames = await run_turn(c, "one two three four five six seven eight")
+        n = frames[-1]["total_chunks"]
+        pt = frames[-1]["processing_time"]
+        # n chunks 50 ms apart: at least (n-1) * 50 ms, and certainly not milliseconds.
+        assert 0.8 * (n - 1) * 0.05 <= pt < 10, f"processing_time {pt} for {n} chunks at 50 ms"
+        await c.close()
+    run(body())
