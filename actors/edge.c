@@ -15,6 +15,11 @@
 #define S_RX_CHUNK 16384
 /* Frames written per writeable callback while the socket takes them. */
 #define S_WRITE_BURST 16
+/* Bytes past the hard frame limit we read and discard, as a multiple of it,
+   before closing without waiting for the end of the message. */
+#define S_DISCARD_FACTOR 16
+/* ... or for this long. */
+#define S_DISCARD_US (500 * LWS_US_PER_MS)
 /* How long shutdown waits for clients to take their close frames. */
 #define S_STOP_GRACE_US (2 * LWS_US_PER_SEC)
 
@@ -370,19 +375,43 @@ s_ws_message(pl_edge_t *self, pss_t *pss)
     pl_env_reset(&env);
 }
 
+static void
+s_close_too_large(pl_edge_t *self, pss_t *pss)
+{
+    pl_log_warn("abuse", "conn=c%016llx frame_over=%ld action=close-1009", (unsigned long long) pss->conn,
+                self->cfg->max_frame_hard);
+    s_queue_clear(self, pss);
+    s_close(pss, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+}
+
 static int
 s_ws_receive(pl_edge_t *self, struct lws *wsi, pss_t *pss, const void *in, size_t len)
 {
+    if (pss->close_code)
+        return 0; /* closing: nothing more is read */
     if (pss->rxtotal == 0 && pss->rxlen == 0)
         pss->rx_binary = lws_frame_is_binary(wsi);
     pss->rxtotal += len;
+    bool last = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
     if (pss->rxtotal > (size_t) self->cfg->max_frame_hard) {
-        static const char reason[] = "frame too large";
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) reason, sizeof reason - 1);
-        pl_log_warn("abuse", "conn=c%016llx frame_over=%ld action=close-1009", (unsigned long long) pss->conn,
-                    self->cfg->max_frame_hard);
-        return -1;
+        /* Over the hard limit: discard the rest of the message, then close with
+           1009. Closing while the client is still sending would leave unread
+           input, and the kernel's RST would destroy our close frame (the client
+           would see 1006). A message that does not end within S_DISCARD_US
+           or S_DISCARD_FACTOR times the limit is cut off anyway. */
+        free(pss->rx);
+        pss->rx = NULL;
+        pss->rxlen = 0;
+        if (!pss->discarding) {
+            pss->discarding = true;
+            lws_set_timer_usecs(wsi, S_DISCARD_US);
+        }
+        if (!last && pss->rxtotal / S_DISCARD_FACTOR <= (size_t) self->cfg->max_frame_hard)
+            return 0;
+        s_close_too_large(self, pss);
+        return 0;
     }
+
     if (pss->rxtotal <= (size_t) self->cfg->max_frame && len > 0) {
         char *rx = realloc(pss->rx, pss->rxlen + len + 1);
         if (!rx)
@@ -392,7 +421,7 @@ s_ws_receive(pl_edge_t *self, struct lws *wsi, pss_t *pss, const void *in, size_
         pss->rxlen += len;
         rx[pss->rxlen] = '\0';
     }
-    if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0) {
+    if (last) {
         s_ws_message(self, pss);
         free(pss->rx);
         pss->rx = NULL;
@@ -406,7 +435,9 @@ static int
 s_ws_writeable(pl_edge_t *self, struct lws *wsi, pss_t *pss)
 {
     if (pss->close_code) {
-        const char *reason = pss->close_code == 1001 ? "server shutting down" : "too slow: resume later";
+        const char *reason = pss->close_code == 1001   ? "server shutting down"
+                             : pss->close_code == 1009 ? "frame too large"
+                                                       : "too slow: resume later";
         lws_close_reason(wsi, (enum lws_close_status) pss->close_code, (unsigned char *) reason, strlen(reason));
         return -1;
     }
@@ -464,6 +495,10 @@ s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *
         return s_ws_receive(self, wsi, pss, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return s_ws_writeable(self, wsi, pss);
+    case LWS_CALLBACK_TIMER:
+        if (pss && pss->discarding && !pss->close_code)
+            s_close_too_large(self, pss);
+        return 0;
     case LWS_CALLBACK_CLOSED:
         s_ws_closed(self, pss);
         return 0;

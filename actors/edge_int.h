@@ -30,6 +30,7 @@ typedef struct pss {
     char *rx;
     size_t rxlen, rxtotal;
     bool rx_binary;
+    bool discarding; /* over the hard limit: reading to the end, then 1009 */
     int close_code; /* nonzero: close with it at the next writeable */
     char (*sessions)[PL_ID_MAX + 1];
     size_t nsessions;
