@@ -150,13 +150,36 @@ s_take_cid(const cJSON *id, pl_env_t *env)
     return rc == 0 ? 0 : s_fail(env, PL_E_INTERNAL, "out of memory%s", NULL);
 }
 
+/* True when the JSON text holds a \u0000 escape (an odd run of backslashes
+   before "u0000"): cJSON would cut the string there, silently changing it. */
+static bool
+s_has_nul_escape(const char *buf, size_t len)
+{
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (buf[i] != '\\' || memcmp(buf + i + 1, "u0000", 5) != 0)
+            continue;
+        size_t run = 0;
+        while (run < i && buf[i - 1 - run] == '\\')
+            run++;
+        if (run % 2 == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Parses a frame; with `as_type`, the object's own "type" is ignored and
    the rule of `as_type` applies (HTTP bodies that mirror a frame). */
 static int
 s_parse(const char *buf, size_t len, const char *as_type, const pl_dialect_limits_t *lim, pl_env_t *env)
 {
     pl_env_init(env, PL_MSG_ERROR);
+    /* A NUL byte is never valid JSON text, but cJSON skips it as whitespace
+       and cuts strings at it ("a\0b" would be read as "a"). */
+    if (buf && len && memchr(buf, '\0', len))
+        return s_fail(env, PL_E_BAD_JSON, "the frame is not valid JSON%s", NULL);
     const char *end = NULL;
+    if (s_has_nul_escape(buf, len))
+        return s_fail(env, PL_E_BAD_FRAME, "strings must not contain \\u0000%s", NULL);
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     if (!root)
         return s_fail(env, PL_E_BAD_JSON, "the frame is not valid JSON%s", NULL);

@@ -405,7 +405,8 @@ s_get_str(const msgpack_object *o, char **out)
 {
     if (o->type != MSGPACK_OBJECT_STR)
         return -PL_E_BAD_FRAME;
-    if (memchr(o->via.str.ptr, '\0', o->via.str.size))
+    /* msgpack-c gives a NULL ptr for "": memchr(NULL, ..., 0) is UB */
+    if (o->via.str.size && memchr(o->via.str.ptr, '\0', o->via.str.size))
         return -PL_E_BAD_FRAME;
     *out = s_strndup(o->via.str.ptr, o->via.str.size);
     return *out ? 0 : -PL_E_NOMEM;
