@@ -138,8 +138,14 @@ s_index_add(pl_edge_t *self, pss_t *pss, const char *session)
     for (size_t i = 0; i < pss->nsessions; i++)
         if (strcmp(pss->sessions[i], session) == 0)
             return;
-    if (pss->nsessions >= (size_t) self->cfg->max_conn_sessions)
-        return;
+    if (pss->nsessions == pss->capsessions) {
+        size_t cap = pss->capsessions ? pss->capsessions * 2 : 4;
+        void *v = realloc(pss->sessions, cap * sizeof pss->sessions[0]);
+        if (!v)
+            return;
+        pss->sessions = v;
+        pss->capsessions = cap;
+    }
     s_members_t *m = pl_map_get(self->index, session);
     if (!m) {
         m = calloc(1, sizeof *m);
@@ -271,17 +277,14 @@ s_ws_open(pl_edge_t *self, struct lws *wsi, pss_t *pss)
     pss->wsi = wsi;
     pss->is_ws = true;
     pss->q = calloc((size_t) self->cfg->out_queue, sizeof *pss->q);
-    pss->sessions = calloc((size_t) self->cfg->max_conn_sessions, sizeof *pss->sessions);
     char key[24];
     do {
         pss->conn = pl_random_u64();
         pl_conn_name(pss->conn, key, sizeof key);
     } while (pl_map_get(self->conns, key));
-    if (!pss->q || !pss->sessions || pl_map_put(self->conns, key, pss) != 0) {
+    if (!pss->q || pl_map_put(self->conns, key, pss) != 0) {
         free(pss->q);
-        free(pss->sessions);
         pss->q = NULL;
-        pss->sessions = NULL;
         pss->conn = 0;
         return -1;
     }

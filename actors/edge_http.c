@@ -13,6 +13,11 @@
 #include "edge_int.h"
 #include "www_assets.h"
 
+/* HTTP requests waiting for actors' replies, at most: past it, 503. Each
+   may hold a session's history in flight, so this bounds the edge's memory
+   and the work one client can queue. */
+#define S_HTTP_INFLIGHT_MAX 256
+
 static const struct {
     enum lws_token_indexes token;
     pl_method_t method;
@@ -87,15 +92,22 @@ pl_edge_stats_now(pl_edge_t *self)
 }
 
 /* Opens a gather: replies carrying this request id are routed back here. */
-static void
+static bool
 s_begin(pl_edge_t *self, pss_t *pss)
 {
+    if (pl_map_size(self->http) >= S_HTTP_INFLIGHT_MAX) {
+        s_respond_error(pss, 503, "BUSY", "too many requests in flight; try again");
+        return false;
+    }
     pss->req = ++self->next_req;
     pss->waiting = 0;
     char key[24];
     s_req_key(pss->req, key, sizeof key);
-    if (pl_map_put(self->http, key, pss) != 0)
+    if (pl_map_put(self->http, key, pss) != 0) {
         s_respond_error(pss, 500, "INTERNAL", "out of memory");
+        return false;
+    }
+    return true;
 }
 
 /* Sends `type` (fields from `with`, may be NULL) to the shard of `kind`
@@ -118,8 +130,12 @@ s_ask(pl_edge_t *self, pss_t *pss, pl_msg_t type, pl_kind_t kind, const pl_env_t
                 pss->waiting++;
     }
     pl_env_reset(&env);
-    if (pss->waiting == 0)
+    if (pss->waiting == 0) {
+        char key[24];
+        s_req_key(pss->req, key, sizeof key);
+        pl_map_take(self->http, key);
         s_respond_error(pss, 503, "BUSY", "the server is overloaded; try again");
+    }
 }
 
 static void
@@ -128,8 +144,8 @@ s_ask_session(pl_edge_t *self, pss_t *pss, pl_msg_t type)
     pl_env_t env;
     pl_env_init(&env, type);
     pl_env_set_str(&env, PL_F_SESSION, pss->match.id);
-    s_begin(self, pss);
-    s_ask(self, pss, type, PL_KIND_SESSION, &env);
+    if (s_begin(self, pss))
+        s_ask(self, pss, type, PL_KIND_SESSION, &env);
     pl_env_reset(&env);
 }
 
@@ -148,8 +164,8 @@ s_create(pl_edge_t *self, pss_t *pss)
         char id[24];
         pl_id_new('s', id, sizeof id);
         pl_env_set_str(&env, PL_F_SESSION, id);
-        s_begin(self, pss);
-        s_ask(self, pss, PL_MSG_HTTP_CREATE, PL_KIND_SESSION, &env);
+        if (s_begin(self, pss))
+            s_ask(self, pss, PL_MSG_HTTP_CREATE, PL_KIND_SESSION, &env);
     }
     pl_env_reset(&env);
 }
@@ -200,15 +216,16 @@ s_request(pl_edge_t *self, struct lws *wsi, pss_t *pss, const char *path)
         break;
     case PL_ROUTE_HEALTH:
     case PL_ROUTE_STATS:
-        s_begin(self, pss);
+        if (!s_begin(self, pss))
+            break;
         s_ask(self, pss, PL_MSG_STATS_REQ, PL_KIND_SESSION, NULL);
-        if (pss->match.route == PL_ROUTE_STATS)
+        if (pss->match.route == PL_ROUTE_STATS && pss->waiting > 0)
             s_ask(self, pss, PL_MSG_STATS_REQ, PL_KIND_MODEL, NULL);
         break;
     case PL_ROUTE_SESSIONS:
         pss->acc.present |= 1ull << PL_F_SESSV; /* an empty list is still a list */
-        s_begin(self, pss);
-        s_ask(self, pss, PL_MSG_HTTP_LIST, PL_KIND_SESSION, NULL);
+        if (s_begin(self, pss))
+            s_ask(self, pss, PL_MSG_HTTP_LIST, PL_KIND_SESSION, NULL);
         break;
     case PL_ROUTE_SESSION:
         s_ask_session(self, pss, pss->method == PL_METHOD_DELETE ? PL_MSG_HTTP_DELETE : PL_MSG_HTTP_GET);
@@ -324,7 +341,8 @@ s_finish(pl_edge_t *self, pss_t *pss, pl_env_t *last)
         s_respond_json(pss, 200, pl_http_json_ack("cleared", id, 1));
     } else if (last->sessv.n > 0) {
         bool with_hist = pss->match.route == PL_ROUTE_SESSION;
-        s_respond_json(pss, status, pl_http_json_session(&last->sessv.v[0], with_hist ? &last->hist : NULL));
+        s_respond_json(pss, status, pl_http_json_session(&last->sessv.v[0], with_hist ? &last->hist : NULL,
+                                                         pl_env_has(last, PL_F_FLAG) && last->flag));
     } else {
         s_respond_error(pss, 500, "INTERNAL", "empty reply");
     }

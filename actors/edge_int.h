@@ -32,8 +32,8 @@ typedef struct pss {
     bool rx_binary;
     bool discarding; /* over the hard limit: reading to the end, then 1009 */
     int close_code; /* nonzero: close with it at the next writeable */
-    char (*sessions)[PL_ID_MAX + 1];
-    size_t nsessions;
+    char (*sessions)[PL_ID_MAX + 1]; /* grows: the conn actor enforces the cap */
+    size_t nsessions, capsessions;
     /* HTTP */
     uint64_t req;
     pl_method_t method;

@@ -64,6 +64,10 @@ s_check(const pl_config_t *cfg, FILE *err)
         fprintf(err, "parleyd: --max-frame-hard must be at least --max-frame\n");
         return -1;
     }
+    if (cfg->max_context < cfg->max_message) {
+        fprintf(err, "parleyd: --max-context must be at least --max-message\n");
+        return -1;
+    }
     size_t mlen = strlen(cfg->model);
     if (mlen == 0 || mlen > 128) {
         fprintf(err, "parleyd: --model must be 1 to 128 characters\n");

@@ -26,8 +26,7 @@ typedef struct {
 } s_member_t;
 
 typedef struct {
-    uint64_t conn;
-    pl_env_t chat; /* the CHAT envelope, kept for its parameters */
+    pl_env_t chat; /* the CHAT envelope (its MSGID set), kept for its parameters */
 } s_turn_t;
 
 typedef struct {
@@ -42,6 +41,7 @@ typedef struct {
     /* the running turn */
     bool running;
     char respid[24];
+    char turn_msgid[24]; /* the user message being answered */
     char *turn_model;
     int64_t chunks;
     double started;
@@ -342,54 +342,77 @@ s_handle_leave(self_t *self, s_session_t *s, pl_env_t *env)
     s_member_event(self, s, env->conn, false);
 }
 
-/* Appends a message to the history, dropping the oldest past the cap. */
+/* Index of message `id` in the history, or -1 (searched from the newest). */
+static ssize_t
+s_hist_find(const s_session_t *s, const char *id)
+{
+    for (size_t i = s->nhist; i > 0; i--)
+        if (strcmp(s->hist[i - 1].id, id) == 0)
+            return (ssize_t) (i - 1);
+    return -1;
+}
+
+/* Inserts a message at `pos` (nhist: at the end), dropping the oldest past
+   the cap. Writes the new message's id to `id_out` (24 bytes) if given. */
 static int
-s_hist_append(self_t *self, s_session_t *s, const char *role, const char *text, uint64_t conn, char *id_out)
+s_hist_insert(self_t *self, s_session_t *s, size_t pos, const char *role, const char *text, uint64_t conn,
+              char *id_out)
 {
     if (s->nhist >= (size_t) self->cfg->max_history) {
         s_hist_free(&s->hist[0]);
         memmove(s->hist, s->hist + 1, (s->nhist - 1) * sizeof *s->hist);
         s->nhist--;
+        pos = pos > 0 ? pos - 1 : 0;
     }
     pl_histent_t *h = realloc(s->hist, (s->nhist + 1) * sizeof *h);
     if (!h)
         return -PL_E_NOMEM;
     s->hist = h;
-    pl_histent_t *e = &s->hist[s->nhist];
     char id[24], cname[24] = "";
     pl_id_new('m', id, sizeof id);
     if (conn)
         pl_conn_name(conn, cname, sizeof cname);
-    e->id = strdup(id);
-    e->role = strdup(role);
-    e->text = strdup(text);
-    e->conn = strdup(cname);
-    e->ts = pl_wall_s();
-    if (!e->id || !e->role || !e->text || !e->conn) {
-        s_hist_free(e);
+    pl_histent_t e = {strdup(id), strdup(role), strdup(text), strdup(cname), pl_wall_s()};
+    if (!e.id || !e.role || !e.text || !e.conn) {
+        s_hist_free(&e);
         return -PL_E_NOMEM;
     }
+    memmove(s->hist + pos + 1, s->hist + pos, (s->nhist - pos) * sizeof *s->hist);
+    s->hist[pos] = e;
     s->nhist++;
     if (id_out)
         memcpy(id_out, id, sizeof id);
     return 0;
 }
 
-static void
+/* Starts the turn that answers `chat` (its MSGID names the user message).
+   The model gets the history up to and including that message — the newest
+   part of it that fits --max-context bytes — and the system prompt. False
+   when GENERATE could not be sent (the turn is then ended as an error). */
+static bool
 s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
 {
     s->running = true;
     s->chunks = 0;
     s->answer_len = 0;
     s->started = pl_wall_s();
+    snprintf(s->turn_msgid, sizeof s->turn_msgid, "%s", chat->msgid);
     pl_id_new('r', s->respid, sizeof s->respid);
     free(s->turn_model);
     s->turn_model = s_dup(pl_env_has(chat, PL_F_MODEL) ? chat->model : s->model);
     self->stats[PL_STAT_TURNS_STARTED]++;
 
+    ssize_t last = s_hist_find(s, chat->msgid);
+    size_t end = last >= 0 ? (size_t) last + 1 : s->nhist; /* history cleared meanwhile: all of it */
+    size_t from = end, bytes = 0;
+    while (from > 0 && (from == end || bytes + strlen(s->hist[from - 1].text) <= (size_t) self->cfg->max_context)) {
+        bytes += strlen(s->hist[from - 1].text);
+        from--;
+    }
+
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_STATUS);
-    pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) s->nhist);
+    pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) (end - from));
     s_broadcast(self, s, &ev);
     pl_env_init(&ev, PL_MSG_EV_RESPONSE_START);
     pl_env_set_str(&ev, PL_F_RESPID, s->respid);
@@ -409,12 +432,61 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
     if (pl_env_has(chat, PL_F_MAXTOK))
         pl_env_set_i64(&gen, PL_F_MAXTOK, chat->max_tokens);
     gen.present |= 1ull << PL_F_HIST; /* an empty history is still a history */
-    for (size_t i = 0; i < s->nhist; i++)
+    for (size_t i = from; i < end; i++)
         pl_env_hist_add(&gen, &s->hist[i]);
-    pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &gen);
+    int rc = pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &gen);
     pl_env_reset(&gen);
     pl_log_info("generate", "session=%s response=%s model=%s context=%zu", s->id, s->respid, s->turn_model,
-                s->nhist);
+                end - from);
+    return rc == 0;
+}
+
+/* Ends the running turn: stores the answer right after the message it
+   answers, broadcasts response_complete. */
+static void
+s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done, const char *error)
+{
+    if (s->answer_len > 0 || finish == PL_FINISH_STOP || finish == PL_FINISH_LENGTH) {
+        ssize_t at = s_hist_find(s, s->turn_msgid);
+        size_t pos = at >= 0 ? (size_t) at + 1 : s->nhist;
+        if (s_hist_insert(self, s, pos, "assistant", s->answer ? s->answer : "", 0, NULL) == 0)
+            self->stats[PL_STAT_MESSAGES_MODEL]++;
+    }
+    double took = pl_wall_s() - s->started;
+    pl_env_t ev;
+    pl_env_init(&ev, PL_MSG_EV_RESPONSE_DONE);
+    pl_env_set_str(&ev, PL_F_RESPID, s->respid);
+    pl_env_set_i64(&ev, PL_F_NUMBER, s->chunks);
+    pl_env_set_f64(&ev, PL_F_DURATION, took);
+    pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) s->nhist);
+    pl_env_set_i64(&ev, PL_F_FINISH, finish);
+    pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
+    pl_env_set_i64(&ev, PL_F_PTOK, done && pl_env_has(done, PL_F_PTOK) ? done->prompt_tokens : 0);
+    pl_env_set_i64(&ev, PL_F_CTOK, done && pl_env_has(done, PL_F_CTOK) ? done->completion_tokens : s->chunks);
+    if (done && pl_env_has(done, PL_F_TEXT))
+        error = done->text;
+    if (error)
+        pl_env_set_str(&ev, PL_F_TEXT, error);
+    pl_log_info("complete", "session=%s response=%s finish=%s chunks=%lld time_ms=%.0f", s->id, s->respid,
+                pl_finish_name(finish), (long long) s->chunks, took * 1000);
+    s_broadcast(self, s, &ev);
+    self->stats[PL_STAT_TURNS_COMPLETED]++;
+    s->running = false;
+    s->respid[0] = '\0';
+}
+
+/* Starts queued turns, in order, while none is running. */
+static void
+s_run_next(self_t *self, s_session_t *s)
+{
+    while (!s->running && s->npending > 0) {
+        s_turn_t t = s->pending[0];
+        memmove(s->pending, s->pending + 1, (s->npending - 1) * sizeof *s->pending);
+        s->npending--;
+        if (!s_start_turn(self, s, &t.chat))
+            s_finish_turn(self, s, PL_FINISH_ERROR, NULL, "the model is overloaded; try again");
+        pl_env_reset(&t.chat);
+    }
 }
 
 static void
@@ -434,12 +506,23 @@ s_handle_chat(self_t *self, s_session_t *s, pl_env_t *env)
         s_error(self, env, PL_E_BUSY, "an answer is streaming and the queue is full; try again");
         return;
     }
+    s_turn_t *p = realloc(s->pending, (s->npending + 1) * sizeof *p);
+    if (p)
+        s->pending = p;
     char msgid[24];
-    if (s_hist_append(self, s, "user", env->text, env->conn, msgid) != 0) {
+    if (!p || s_hist_insert(self, s, s->nhist, "user", env->text, env->conn, msgid) != 0) {
         s_error(self, env, PL_E_INTERNAL, "out of memory");
         return;
     }
+    pl_env_set_str(env, PL_F_MSGID, msgid);
+    if (pl_env_copy(&s->pending[s->npending].chat, env) != 0) {
+        s_error(self, env, PL_E_INTERNAL, "out of memory");
+        return;
+    }
+    s->npending++;
     self->stats[PL_STAT_MESSAGES_USER]++;
+    if (s->running)
+        self->stats[PL_STAT_TURNS_QUEUED]++;
     if (m->typing)
         s_typing(self, s, m, false);
 
@@ -455,23 +538,9 @@ s_handle_chat(self_t *self, s_session_t *s, pl_env_t *env)
 
     pl_env_init(&out, PL_MSG_EV_MESSAGE_ADDED);
     pl_env_set_i64(&out, PL_F_COUNT, (int64_t) s->nhist);
-    pl_env_hist_add(&out, &s->hist[s->nhist - 1]);
+    pl_env_hist_add(&out, &s->hist[s_hist_find(s, msgid)]);
     s_broadcast(self, s, &out);
-
-    if (!s->running) {
-        s_start_turn(self, s, env);
-        return;
-    }
-    s_turn_t *p = realloc(s->pending, (s->npending + 1) * sizeof *p);
-    if (!p || pl_env_copy(&p[s->npending].chat, env) != 0) {
-        if (p)
-            s->pending = p;
-        s_error(self, env, PL_E_INTERNAL, "out of memory");
-        return;
-    }
-    s->pending = p;
-    s->pending[s->npending++].conn = env->conn;
-    self->stats[PL_STAT_TURNS_QUEUED]++;
+    s_run_next(self, s);
 }
 
 static void
@@ -498,48 +567,13 @@ s_handle_chunk(self_t *self, s_session_t *s, pl_env_t *env)
     s_broadcast(self, s, &ev);
 }
 
-/* Ends the running turn: stores the answer, broadcasts response_complete. */
-static void
-s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done)
-{
-    if (s->answer_len > 0 || finish == PL_FINISH_STOP || finish == PL_FINISH_LENGTH) {
-        if (s_hist_append(self, s, "assistant", s->answer ? s->answer : "", 0, NULL) == 0)
-            self->stats[PL_STAT_MESSAGES_MODEL]++;
-    }
-    double took = pl_wall_s() - s->started;
-    pl_env_t ev;
-    pl_env_init(&ev, PL_MSG_EV_RESPONSE_DONE);
-    pl_env_set_str(&ev, PL_F_RESPID, s->respid);
-    pl_env_set_i64(&ev, PL_F_NUMBER, s->chunks);
-    pl_env_set_f64(&ev, PL_F_DURATION, took);
-    pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) s->nhist);
-    pl_env_set_i64(&ev, PL_F_FINISH, finish);
-    pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
-    pl_env_set_i64(&ev, PL_F_PTOK, done && pl_env_has(done, PL_F_PTOK) ? done->prompt_tokens : 0);
-    pl_env_set_i64(&ev, PL_F_CTOK, done && pl_env_has(done, PL_F_CTOK) ? done->completion_tokens : s->chunks);
-    if (done && pl_env_has(done, PL_F_TEXT))
-        pl_env_set_str(&ev, PL_F_TEXT, done->text);
-    pl_log_info("complete", "session=%s response=%s finish=%s chunks=%lld time_ms=%.0f", s->id, s->respid,
-                pl_finish_name(finish), (long long) s->chunks, took * 1000);
-    s_broadcast(self, s, &ev);
-    self->stats[PL_STAT_TURNS_COMPLETED]++;
-    s->running = false;
-    s->respid[0] = '\0';
-}
-
 static void
 s_handle_done(self_t *self, s_session_t *s, pl_env_t *env)
 {
     if (!s->running || strcmp(env->respid, s->respid) != 0)
         return;
-    s_finish_turn(self, s, env->finish, env);
-    while (!s->running && s->npending > 0) {
-        s_turn_t t = s->pending[0];
-        memmove(s->pending, s->pending + 1, (s->npending - 1) * sizeof *s->pending);
-        s->npending--;
-        s_start_turn(self, s, &t.chat);
-        pl_env_reset(&t.chat);
-    }
+    s_finish_turn(self, s, env->finish, env, NULL);
+    s_run_next(self, s);
 }
 
 static void
@@ -548,7 +582,7 @@ s_handle_typing(self_t *self, s_session_t *s, pl_env_t *env)
     s_member_t *m = s_member(s, env->conn);
     if (!m)
         s_error(self, env, PL_E_FORBIDDEN, "not a member of this session");
-    else
+    else if (m->typing != env->flag) /* repeats are not news: no amplification */
         s_typing(self, s, m, env->flag);
 }
 
@@ -581,7 +615,7 @@ s_delete(self_t *self, s_session_t *s)
         pl_env_set_str(&cancel, PL_F_RESPID, s->respid);
         pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &cancel);
         pl_env_reset(&cancel);
-        s_finish_turn(self, s, PL_FINISH_CANCELLED, NULL);
+        s_finish_turn(self, s, PL_FINISH_CANCELLED, NULL, NULL);
     }
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_DELETED);
@@ -634,7 +668,11 @@ s_handle_http(self_t *self, pl_env_t *env)
         s_info(s, &info);
         pl_env_sessv_add(&reply, &info);
         reply.present |= 1ull << PL_F_HIST;
-        for (size_t i = 0; i < s->nhist; i++)
+        size_t from = s->nhist, bytes = 0;
+        while (from > 0 && bytes + strlen(s->hist[from - 1].text) <= PL_HTTP_HISTORY_MAX)
+            bytes += strlen(s->hist[--from].text);
+        pl_env_set_bool(&reply, PL_F_FLAG, from > 0); /* truncated */
+        for (size_t i = from; i < s->nhist; i++)
             pl_env_hist_add(&reply, &s->hist[i]);
     } else if (env->type == PL_MSG_HTTP_CLEAR) {
         for (size_t i = 0; i < s->nhist; i++)

@@ -216,7 +216,13 @@ s_parse(const char *buf, size_t len, const char *as_type, const pl_dialect_limit
             rule = &s_rules[i];
     if (!rule) {
         char t[40];
-        snprintf(t, sizeof t, "%.32s", type_name);
+        size_t n = strlen(type_name);
+        if (n > 32) { /* cut at a character boundary: the frame must stay UTF-8 */
+            n = 32;
+            while (n > 0 && ((unsigned char) type_name[n] & 0xC0) == 0x80)
+                n--;
+        }
+        snprintf(t, sizeof t, "%.*s", (int) n, type_name);
         rc = s_fail(env, PL_E_UNKNOWN_TYPE, "unknown type \"%s\"", t);
         goto out;
     }

@@ -70,8 +70,9 @@ char *pl_http_json_error(int status, const char *code, const char *message);
 char *pl_http_json_root(const char *model);
 char *pl_http_json_health(const pl_edge_stats_t *edge, const int64_t *stats);
 char *pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats);
-/* One session; with `hist` (may be NULL) its messages. */
-char *pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist);
+/* One session; with `hist` (may be NULL) its messages, and whether older
+   ones were left out. */
+char *pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist, int truncated);
 char *pl_http_json_sessions(const pl_sessv_t *v);
 /* {"<verb>":true,"session_id":…} (+ "message_count":0 when `count`). */
 char *pl_http_json_ack(const char *verb, const char *session_id, int with_count);

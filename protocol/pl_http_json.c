@@ -116,10 +116,11 @@ s_session(const pl_sessinfo_t *s)
 }
 
 char *
-pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist)
+pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist, int truncated)
 {
     cJSON *o = s_session(s);
     if (hist) {
+        cJSON_AddBoolToObject(o, "truncated", truncated);
         cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
         for (size_t i = 0; i < hist->n; i++) {
             cJSON *m = cJSON_CreateObject();

@@ -34,6 +34,10 @@
 /* Worker threads: at most this many. */
 #define PL_WORKERS_MAX 64
 
+/* Most message text one GET /sessions/{id} returns: the newest messages that
+   fit; the reply says "truncated". Bounds one envelope and one response. */
+#define PL_HTTP_HISTORY_MAX (8u * 1024u * 1024u)
+
 /* Longest model answer kept in history: a long-form answer is ~100 KB; past
    4 MiB the rest still streams to clients but is not stored. */
 #define PL_ANSWER_MAX (4u * 1024u * 1024u)

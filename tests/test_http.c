@@ -512,15 +512,15 @@ test_json_session(void **state)
 {
     (void) state;
     pl_sessinfo_t s = {"s4b", "echo", "shared", "Team \"A\"", 2, 1, 1763925000.5};
-    s_assert_json(pl_http_json_session(&s, NULL),
+    s_assert_json(pl_http_json_session(&s, NULL, 0),
                   "{\"session_id\":\"s4b\",\"model\":\"echo\",\"kind\":\"shared\",\"name\":\"Team \\\"A\\\"\","
                   "\"created_at\":1763925000.5,\"message_count\":2,\"members\":1}",
                   "session without messages");
 
     pl_hist_t empty = {NULL, 0};
-    s_assert_json(pl_http_json_session(&s, &empty),
+    s_assert_json(pl_http_json_session(&s, &empty, 1),
                   "{\"session_id\":\"s4b\",\"model\":\"echo\",\"kind\":\"shared\",\"name\":\"Team \\\"A\\\"\","
-                  "\"created_at\":1763925000.5,\"message_count\":2,\"members\":1,\"messages\":[]}",
+                  "\"created_at\":1763925000.5,\"message_count\":2,\"members\":1,\"truncated\":true,\"messages\":[]}",
                   "session with an empty history");
 
     pl_histent_t v[] = {
@@ -529,9 +529,9 @@ test_json_session(void **state)
     };
     pl_hist_t hist = {v, 2};
     s_assert_json(
-        pl_http_json_session(&s, &hist),
+        pl_http_json_session(&s, &hist, 0),
         "{\"session_id\":\"s4b\",\"model\":\"echo\",\"kind\":\"shared\",\"name\":\"Team \\\"A\\\"\","
-        "\"created_at\":1763925000.5,\"message_count\":2,\"members\":1,\"messages\":["
+        "\"created_at\":1763925000.5,\"message_count\":2,\"members\":1,\"truncated\":false,\"messages\":["
         "{\"id\":\"m1\",\"role\":\"user\",\"content\":\"hi\\n\\u00e9\",\"connection_id\":\"c0000000000000001\","
         "\"timestamp\":1763925001.25},"
         "{\"id\":\"m2\",\"role\":\"assistant\",\"content\":\"Echo turn 1 (1 context messages): hi\","

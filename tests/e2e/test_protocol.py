@@ -3,7 +3,7 @@
 import asyncio
 
 from conftest import (Client, answer_text, check_seq, collect_turn, connect, echo_answer,
-                      is_int, is_number, module_server, of_type, one, run, run_turn)
+                      http, is_int, is_number, module_server, of_type, one, run, run_turn)
 
 # A server whose answers stream slowly enough to queue chats and type while streaming.
 slow_server = module_server("--echo-delay-ms", "50")
@@ -748,5 +748,110 @@ def test_processing_time_is_seconds(slow_server):
         pt = frames[-1]["processing_time"]
         # n chunks 50 ms apart: at least (n-1) * 50 ms, and certainly not milliseconds.
         assert 0.8 * (n - 1) * 0.05 <= pt < 10, f"processing_time {pt} for {n} chunks at 50 ms"
+        await c.close()
+    run(body())
+
+
+# ----------------------------------------------------------------- review regressions
+
+
+def test_queued_turns_answer_each_message_in_order(make_server):
+    """Chats sent while an answer streams are each answered, in order, with the history
+    up to their own message; each answer is stored right after its question."""
+    srv = make_server("--echo-delay-ms", "20")
+
+    async def body():
+        c = await Client.connect(srv)
+        created = await c.create_session()
+        sid = created["session_id"]
+        for text in ("first one", "SECOND", "THIRD"):
+            await c.send({"type": "chat", "message": text})
+        answers = []
+        while len(answers) < 3:
+            frames = await c.recv_until("response_complete", timeout=20)
+            answers.append("".join(f["text"] for f in frames if f["type"] == "chunk"))
+        assert answers == ["Echo turn 1 (1 context messages): first one",
+                           "Echo turn 2 (3 context messages): SECOND",
+                           "Echo turn 3 (5 context messages): THIRD"]
+        hist = http(srv, "GET", f"/sessions/{sid}").json()
+        assert [(m["role"], m["content"]) for m in hist["messages"]] == [
+            ("user", "first one"), ("assistant", answers[0]),
+            ("user", "SECOND"), ("assistant", answers[1]),
+            ("user", "THIRD"), ("assistant", answers[2])]
+        assert hist["truncated"] is False
+        await c.close()
+    run(body(), timeout=40)
+
+
+def test_context_budget_drops_oldest_messages(make_server):
+    srv = make_server("--max-context", "1024", "--max-message", "1000")
+
+    async def body():
+        c = await Client.connect(srv)
+        await c.create_session()
+        first = await run_turn(c, "a" * 600)
+        assert answer_text(first).startswith("Echo turn 1 (1 context messages)")
+        frames = await run_turn(c, "b" * 600)
+        status = next(f for f in frames if f["type"] == "status")
+        # the 600-byte question fits; the older question and answer do not
+        assert status["context_messages"] == 1
+        assert answer_text(frames).startswith("Echo turn 1 (1 context messages): bbb")
+        await c.close()
+    run(body())
+
+
+def test_repeated_typing_start_is_broadcast_once(server):
+    async def body():
+        a = await Client.connect(server)
+        b = await Client.connect(server)
+        sid = (await a.create_session())["session_id"]
+        await b.send({"type": "join_session", "session_id": sid})
+        await b.recv_until("session_joined")
+        await a.recv_until("session_update", update_type="member_joined")
+        for _ in range(5):
+            await a.send({"type": "typing_start"})
+        await a.send({"type": "typing_stop"})
+        await a.ping()
+        frames = await b.ping()
+        frames += await b.drain(0.5)
+        typing = [f for f in frames if f.get("update_type") == "user_typing"]
+        assert [f["typing"] for f in typing] == [True, False]
+        await a.close()
+        await b.close()
+    run(body())
+
+
+def test_rejoin_at_session_cap_keeps_broadcasts(make_server):
+    """With one session per connection, leave X then join Y must deliver Y's events even
+    when Y's shard answers before X's."""
+    srv = make_server("--max-conn-sessions", "1", "--shards", "4")
+
+    async def body():
+        sids = [http(srv, "POST", "/sessions/new").json()["session_id"] for _ in range(30)]
+        c = await Client.connect(srv)
+        cur = sids[0]
+        await c.send({"type": "join_session", "session_id": cur})
+        await c.recv_until("session_joined")
+        for sid in sids[1:]:
+            await c.send({"type": "leave_session", "session_id": cur})
+            await c.send({"type": "join_session", "session_id": sid})
+            await c.recv_until("session_joined", pred=lambda f: f.get("session_id") == sid)
+            cur = sid
+            o = await Client.connect(srv)
+            await o.send({"type": "join_session", "session_id": sid})
+            await o.recv_until("session_joined")
+            await o.send({"type": "chat", "message": "hello " + sid})
+            frames = await c.recv_until("response_complete", timeout=10)
+            assert any(f.get("update_type") == "message_added" for f in frames)
+            await o.close()
+        await c.close()
+    run(body(), timeout=40)
+
+
+def test_unknown_multibyte_type_gets_valid_utf8_error(server):
+    async def body():
+        c = await Client.connect(server)
+        await c.expect_error({"type": "a" + "é" * 20}, "UNKNOWN_TYPE")
+        await c.ping()
         await c.close()
     run(body())
