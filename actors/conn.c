@@ -236,16 +236,15 @@ s_handle(void *self_, pl_env_t *env)
         s_handle_chat(self, c, env);
         break;
     case PL_MSG_TYPING:
+    case PL_MSG_CANCEL:
         if (s_resolve(self, c, env))
             s_forward(self, env);
         break;
     case PL_MSG_MEMBER_GONE:
         s_remove_joined(c, env->session);
         break;
-    case PL_MSG_CANCEL:
     case PL_MSG_READ:
-        pl_actor_error(self->actor, conn, env->cid, PL_E_INTERNAL,
-                       env->type == PL_MSG_CANCEL ? "cancel is not served yet" : "read receipts are not served yet");
+        pl_actor_error(self->actor, conn, env->cid, PL_E_INTERNAL, "read receipts are not served yet");
         break;
     default:
         break;

@@ -4,8 +4,10 @@
     (threads inherit the mask) and main waits for them with sigwait(). On a
     stop signal the edge closes every client with 1001, then the actors get
     TERM and their workers are joined; the process exits 0. */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -49,6 +51,12 @@ main(int argc, char **argv)
     if (rc != 0)
         return rc > 0 ? 0 : 2;
     pl_log_init(strcmp(cfg.log_format, "json") == 0 ? PL_LOG_JSON : PL_LOG_TEXT, s_level(cfg.log_level));
+    if (pl_config_load_models(&cfg, stderr) != 0)
+        return 2;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) { /* before any thread */
+        pl_models_free(&cfg.models_table);
+        return 1;
+    }
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned workers = cfg.workers > 0 ? (unsigned) cfg.workers : (unsigned) (cores > 0 ? cores : 1);
@@ -64,12 +72,22 @@ main(int argc, char **argv)
 
     pl_log_info("start", "name=%s version=%s workers=%u shards=%u", PL_NAME, PL_VERSION, workers, shards);
     pl_config_log(&cfg);
+    for (size_t i = 0; i < cfg.models_table.n; i++) {
+        const pl_model_t *m = &cfg.models_table.v[i];
+        pl_log_info("model", "name=%s backend=%s model=%s key_env=%s key_set=%s", m->name, m->backend, m->model,
+                    m->api_key_env[0] ? m->api_key_env : "-",
+                    m->api_key_env[0] && getenv(m->api_key_env) ? "yes" : "no");
+    }
+    if (!pl_models_find(&cfg.models_table, cfg.model))
+        pl_log_info("model", "name=%s backend=echo note=default_model_not_in_table", cfg.model);
 
     int status = 1;
     pl_edge_t *edge = NULL;
     pl_runtime_t *rt = pl_runtime_new(workers, shards, (int) cfg.mailbox_hwm);
     if (!rt) {
         pl_log_error("start", "error=runtime");
+        curl_global_cleanup();
+        pl_models_free(&cfg.models_table);
         return 1;
     }
     pl_runtime_register(rt, PL_KIND_CONN, &pl_conn_actor, &cfg);
@@ -93,6 +111,8 @@ out:
     pl_runtime_stop(rt);
     pl_edge_destroy(&edge);
     pl_runtime_destroy(&rt);
+    curl_global_cleanup();
+    pl_models_free(&cfg.models_table);
     pl_log_info("exit", "status=%d", status);
     return status;
 }

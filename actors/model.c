@@ -3,9 +3,12 @@
     Owns the streams of the turns routed to this shard (by session id). On
     GENERATE it starts a backend stream; when a stream's deadline passes it
     steps it and sends MODEL_CHUNK / MODEL_DONE to the session actor. A
-    GEN_CANCEL drops the stream (the session has already closed the turn).
-    Streams are few per shard and stepped by a linear scan; a heap comes with
-    the network backends. */
+    GEN_CANCEL drops the stream (the session has already closed the turn;
+    an upstream transfer is aborted, closing its connection).
+    A model of the models table with a network backend streams through
+    pl_upstream (libcurl multi, its sockets polled by this shard's worker);
+    any other model name is answered by the built-in echo backend. Echo
+    streams are stepped by a linear scan of their deadlines. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,14 +17,16 @@
 #include "../protocol/pl_util.h"
 #include "../transport/pl_log.h"
 #include "backends/pl_backend.h"
+#include "backends/pl_upstream.h"
 #include "pl_actors.h"
 #include "pl_config.h"
 
 typedef struct {
     char session[PL_ID_MAX + 1];
     char respid[24];
-    const pl_backend_ops_t *backend;
+    const pl_backend_ops_t *backend; /* NULL: an upstream transfer */
     void *st;
+    uint64_t tag; /* the upstream transfer's tag */
 } s_stream_t;
 
 typedef struct {
@@ -30,7 +35,14 @@ typedef struct {
     s_stream_t *streams;
     size_t nstreams, cap;
     int64_t started, chunks; /* since start */
+    pl_upstream_t *up;
+    uint64_t next_tag;
 } self_t;
+
+static void s_up_chunk(void *arg, uint64_t tag, const char *text);
+static void s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error,
+                      long status);
+static const pl_upstream_sink_t s_sink = {s_up_chunk, s_up_done};
 
 static void *
 s_self_new(const pl_actor_t *actor)
@@ -40,6 +52,13 @@ s_self_new(const pl_actor_t *actor)
         return NULL;
     self->actor = actor;
     self->cfg = actor->arg;
+    pl_upstream_limits_t lim = {self->cfg->upstream_connect_ms, self->cfg->upstream_idle_ms,
+                                self->cfg->upstream_total_ms, PL_UPSTREAM_EVENT_MAX};
+    self->up = pl_upstream_new(&s_sink, self, &lim);
+    if (!self->up) {
+        free(self);
+        return NULL;
+    }
     return self;
 }
 
@@ -50,7 +69,9 @@ s_self_destroy(void **self_p)
     if (!self)
         return;
     for (size_t i = 0; i < self->nstreams; i++)
-        self->streams[i].backend->free(self->streams[i].st);
+        if (self->streams[i].backend)
+            self->streams[i].backend->free(self->streams[i].st);
+    pl_upstream_destroy(&self->up); /* aborts every transfer */
     free(self->streams);
     free(self);
     *self_p = NULL;
@@ -59,7 +80,10 @@ s_self_destroy(void **self_p)
 static void
 s_remove(self_t *self, size_t i)
 {
-    self->streams[i].backend->free(self->streams[i].st);
+    if (self->streams[i].backend)
+        self->streams[i].backend->free(self->streams[i].st);
+    else
+        pl_upstream_cancel(self->up, self->streams[i].tag);
     self->streams[i] = self->streams[--self->nstreams];
 }
 
@@ -78,7 +102,7 @@ s_done(self_t *self, const s_stream_t *s, int64_t finish, const char *error)
     pl_env_t done;
     pl_env_init(&done, PL_MSG_MODEL_DONE);
     pl_env_set_i64(&done, PL_F_FINISH, finish);
-    if (s->st) {
+    if (s->st && s->backend) {
         int64_t ptok = 0, ctok = 0;
         s->backend->usage(s->st, &ptok, &ctok);
         pl_env_set_i64(&done, PL_F_PTOK, ptok);
@@ -95,8 +119,19 @@ s_handle_generate(self_t *self, pl_env_t *env)
     s_stream_t s = {0};
     snprintf(s.session, sizeof s.session, "%s", env->session);
     snprintf(s.respid, sizeof s.respid, "%s", env->respid);
-    s.backend = &pl_backend_echo;
-    s.st = s.backend->start(env, self->cfg->echo_delay_ms, pl_now_ms());
+    const pl_model_t *m = pl_models_find(&self->cfg->models_table, env->model);
+    if (m && strcmp(m->backend, "echo") != 0) {
+        s.tag = ++self->next_tag;
+        int rc = pl_upstream_start(self->up, s.tag, m, env);
+        if (rc != 0) {
+            s_done(self, &s, PL_FINISH_ERROR, "the model request could not be made");
+            return;
+        }
+        s.st = self->up; /* marks the stream live; never freed through here */
+    } else {
+        s.backend = &pl_backend_echo;
+        s.st = s.backend->start(env, self->cfg->echo_delay_ms, pl_now_ms());
+    }
     if (s.st && self->nstreams == self->cap) {
         size_t cap = self->cap ? self->cap * 2 : 16;
         s_stream_t *v = realloc(self->streams, cap * sizeof *v);
@@ -106,8 +141,10 @@ s_handle_generate(self_t *self, pl_env_t *env)
         }
     }
     if (!s.st || self->nstreams == self->cap) {
-        if (s.st)
+        if (s.st && s.backend)
             s.backend->free(s.st);
+        else if (s.st)
+            pl_upstream_cancel(self->up, s.tag);
         s.st = NULL;
         s_done(self, &s, PL_FINISH_ERROR, "the model could not start: out of memory");
         return;
@@ -146,8 +183,10 @@ static int64_t
 s_next_timer(void *self_)
 {
     self_t *self = self_;
-    int64_t due = -1;
+    int64_t due = pl_upstream_deadline(self->up);
     for (size_t i = 0; i < self->nstreams; i++) {
+        if (!self->streams[i].backend)
+            continue;
         int64_t d = self->streams[i].backend->next(self->streams[i].st);
         if (due < 0 || d < due)
             due = d;
@@ -159,8 +198,15 @@ static void
 s_on_timer(void *self_, int64_t now)
 {
     self_t *self = self_;
+    int64_t up_due = pl_upstream_deadline(self->up);
+    if (up_due >= 0 && up_due <= now)
+        pl_upstream_on_timer(self->up, now);
     for (size_t i = 0; i < self->nstreams;) {
         s_stream_t *s = &self->streams[i];
+        if (!s->backend) {
+            i++;
+            continue;
+        }
         char *text = NULL;
         bool final = false;
         int64_t finish = PL_FINISH_STOP;
@@ -184,6 +230,66 @@ s_on_timer(void *self_, int64_t now)
     }
 }
 
+/* ---- upstream sink and socket hooks ---- */
+
+static ssize_t
+s_find_tag(self_t *self, uint64_t tag)
+{
+    for (size_t i = 0; i < self->nstreams; i++)
+        if (!self->streams[i].backend && self->streams[i].tag == tag)
+            return (ssize_t) i;
+    return -1;
+}
+
+static void
+s_up_chunk(void *arg, uint64_t tag, const char *text)
+{
+    self_t *self = arg;
+    ssize_t i = s_find_tag(self, tag);
+    if (i < 0)
+        return;
+    pl_env_t chunk;
+    pl_env_init(&chunk, PL_MSG_MODEL_CHUNK);
+    pl_env_set_str(&chunk, PL_F_TEXT, text);
+    pl_env_set_bool(&chunk, PL_F_FLAG, false); /* a network stream learns its end afterwards */
+    s_send(self, &self->streams[i], &chunk);
+    self->chunks++;
+}
+
+static void
+s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error, long status)
+{
+    self_t *self = arg;
+    ssize_t i = s_find_tag(self, tag);
+    if (i < 0)
+        return;
+    s_stream_t *s = &self->streams[i];
+    pl_env_t done;
+    pl_env_init(&done, PL_MSG_MODEL_DONE);
+    pl_env_set_i64(&done, PL_F_FINISH, finish);
+    pl_env_set_i64(&done, PL_F_PTOK, ptok);
+    pl_env_set_i64(&done, PL_F_CTOK, ctok);
+    if (status)
+        pl_env_set_i64(&done, PL_F_CODE, status);
+    if (error)
+        pl_env_set_str(&done, PL_F_TEXT, error);
+    s_send(self, s, &done);
+    /* the transfer is already gone: drop the stream without cancelling */
+    self->streams[i] = self->streams[--self->nstreams];
+}
+
+static int
+s_poll_fds(void *self_, pl_pollfd_t *fds, int max)
+{
+    return pl_upstream_fds(((self_t *) self_)->up, fds, max);
+}
+
+static void
+s_on_fd(void *self_, const pl_pollfd_t *fd)
+{
+    pl_upstream_on_fd(((self_t *) self_)->up, fd);
+}
+
 const pl_actor_ops_t pl_model_actor = {
     .name = "model",
     .create = s_self_new,
@@ -191,4 +297,6 @@ const pl_actor_ops_t pl_model_actor = {
     .handle = s_handle,
     .next_timer = s_next_timer,
     .on_timer = s_on_timer,
+    .poll_fds = s_poll_fds,
+    .on_fd = s_on_fd,
 };

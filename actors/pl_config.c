@@ -120,6 +120,39 @@ pl_config_load(pl_config_t *cfg, int argc, char **argv, FILE *err)
     return s_check(cfg, err);
 }
 
+/* Largest models file we read: a hand-written table is a few KB. */
+#define S_MODELS_FILE_MAX (1024 * 1024)
+
+int
+pl_config_load_models(pl_config_t *cfg, FILE *err)
+{
+    char why[200] = "";
+    char *buf = NULL;
+    size_t len = 0;
+    if (cfg->models[0]) {
+        FILE *f = fopen(cfg->models, "rb");
+        if (!f) {
+            fprintf(err, "parleyd: cannot read the models file %s: %s\n", cfg->models, strerror(errno));
+            return -1;
+        }
+        buf = malloc(S_MODELS_FILE_MAX + 1);
+        len = buf ? fread(buf, 1, S_MODELS_FILE_MAX + 1, f) : 0;
+        fclose(f);
+        if (!buf || len > S_MODELS_FILE_MAX) {
+            fprintf(err, "parleyd: the models file %s is over 1 MiB\n", cfg->models);
+            free(buf);
+            return -1;
+        }
+    }
+    int rc = pl_models_parse(buf, len, &cfg->models_table, why, sizeof why);
+    free(buf);
+    if (rc != 0) {
+        fprintf(err, "parleyd: models file %s: %s\n", cfg->models, why);
+        return -1;
+    }
+    return 0;
+}
+
 void
 pl_config_usage(FILE *out)
 {

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "../protocol/pl_models.h"
 #include "pl_config.def"
 
 typedef struct {
@@ -14,12 +15,17 @@ typedef struct {
     PL_CONFIG(I, S)
 #undef I
 #undef S
+    pl_models_t models_table; /* from --models, loaded by pl_config_load_models() */
 } pl_config_t;
 
 /* Fills `cfg` from defaults, the environment, then argv. Returns 0; 1 when
    --help or --version was printed (exit 0); -1 after printing an error to
    `err` (exit 2). Strings point into argv/environ or static storage. */
 int pl_config_load(pl_config_t *cfg, int argc, char **argv, FILE *err);
+/* Reads and checks the --models file (echo alone without one). 0, or -1
+   after printing why to `err`. Free with pl_models_free(&cfg->models_table). */
+int pl_config_load_models(pl_config_t *cfg, FILE *err);
+
 /* Writes the --help text. */
 void pl_config_usage(FILE *out);
 /* Logs every setting as one "config" event. */

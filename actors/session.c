@@ -232,7 +232,7 @@ s_add_member(self_t *self, s_session_t *s, uint64_t conn)
 static bool
 s_model_ok(self_t *self, const char *model)
 {
-    return !model || strcmp(model, self->cfg->model) == 0 || strcmp(model, "echo") == 0;
+    return !model || strcmp(model, self->cfg->model) == 0 || pl_models_find(&self->cfg->models_table, model);
 }
 
 static char *
@@ -576,6 +576,37 @@ s_handle_done(self_t *self, s_session_t *s, pl_env_t *env)
     s_run_next(self, s);
 }
 
+/* Stops the running answer: the model stream is aborted (an upstream
+   transfer's connection closed), members get response_complete with
+   finish_reason "cancelled", and the partial text stays in the history. */
+static void
+s_cancel_turn(self_t *self, s_session_t *s)
+{
+    pl_env_t cancel;
+    pl_env_init(&cancel, PL_MSG_GEN_CANCEL);
+    pl_env_set_str(&cancel, PL_F_SESSION, s->id);
+    pl_env_set_str(&cancel, PL_F_RESPID, s->respid);
+    pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &cancel);
+    pl_env_reset(&cancel);
+    s_finish_turn(self, s, PL_FINISH_CANCELLED, NULL, NULL);
+}
+
+static void
+s_handle_cancel(self_t *self, s_session_t *s, pl_env_t *env)
+{
+    if (!s_member(s, env->conn)) {
+        s_error(self, env, PL_E_FORBIDDEN, "not a member of this session");
+        return;
+    }
+    if (!s->running) {
+        s_error(self, env, PL_E_NOT_FOUND, "no answer is streaming in this session");
+        return;
+    }
+    pl_log_info("cancel", "session=%s response=%s conn=c%016llx", s->id, s->respid, (unsigned long long) env->conn);
+    s_cancel_turn(self, s);
+    s_run_next(self, s);
+}
+
 static void
 s_handle_typing(self_t *self, s_session_t *s, pl_env_t *env)
 {
@@ -608,15 +639,8 @@ s_reply(self_t *self, pl_env_t *reply, const pl_env_t *req, int status)
 static void
 s_delete(self_t *self, s_session_t *s)
 {
-    if (s->running) {
-        pl_env_t cancel;
-        pl_env_init(&cancel, PL_MSG_GEN_CANCEL);
-        pl_env_set_str(&cancel, PL_F_SESSION, s->id);
-        pl_env_set_str(&cancel, PL_F_RESPID, s->respid);
-        pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &cancel);
-        pl_env_reset(&cancel);
-        s_finish_turn(self, s, PL_FINISH_CANCELLED, NULL, NULL);
-    }
+    if (s->running)
+        s_cancel_turn(self, s);
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_DELETED);
     s_broadcast(self, s, &ev);
@@ -722,6 +746,7 @@ s_handle(void *self_, pl_env_t *env)
     s_session_t *s = pl_map_get(self->sessions, env->session);
     if (!s) {
         if (env->type == PL_MSG_JOIN || env->type == PL_MSG_CHAT || env->type == PL_MSG_TYPING ||
+            env->type == PL_MSG_CANCEL ||
             (env->type == PL_MSG_LEAVE && !(pl_env_has(env, PL_F_FLAG) && env->flag))) {
             s_error(self, env, PL_E_NOT_FOUND, "no such session");
             s_member_gone(self, env->conn, env->session);
@@ -740,6 +765,9 @@ s_handle(void *self_, pl_env_t *env)
         break;
     case PL_MSG_TYPING:
         s_handle_typing(self, s, env);
+        break;
+    case PL_MSG_CANCEL:
+        s_handle_cancel(self, s, env);
         break;
     case PL_MSG_MODEL_CHUNK:
         s_handle_chunk(self, s, env);

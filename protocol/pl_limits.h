@@ -38,6 +38,10 @@
    fit; the reply says "truncated". Bounds one envelope and one response. */
 #define PL_HTTP_HISTORY_MAX (8u * 1024u * 1024u)
 
+/* Largest single SSE event / NDJSON line from a model API: a streamed delta
+   is tens of bytes; a final usage or error object a few KB. */
+#define PL_UPSTREAM_EVENT_MAX (1024u * 1024u)
+
 /* Longest model answer kept in history: a long-form answer is ~100 KB; past
    4 MiB the rest still streams to clients but is not stored. */
 #define PL_ANSWER_MAX (4u * 1024u * 1024u)

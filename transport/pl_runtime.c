@@ -257,6 +257,13 @@ pl_mailbox_recv(pl_mailbox_t *self, pl_env_t *env)
 
 /* ---- workers ---- */
 
+/* Which shard asked for a polled socket. */
+typedef struct {
+    unsigned shard;
+    int fd;
+    short events;
+} s_fdref_t;
+
 typedef struct {
     pl_mailbox_t *box;
     const pl_actor_ops_t *ops;
@@ -329,6 +336,18 @@ s_worker_main(void *arg)
     }
     s_worker_ready(rt, ok);
 
+    /* Room for the mailboxes, then the sockets shards ask to have polled. */
+    unsigned with_fds = 0;
+    for (unsigned i = 0; i < n; i++)
+        with_fds += shards[i].ops->poll_fds != NULL;
+    size_t cap = n + (size_t) with_fds * PL_POLL_FDS_MAX;
+    zmq_pollitem_t *all = ok ? calloc(cap, sizeof *all) : NULL;
+    s_fdref_t *refs = ok ? calloc(cap, sizeof *refs) : NULL;
+    pl_pollfd_t *fds = ok && with_fds ? calloc(PL_POLL_FDS_MAX, sizeof *fds) : NULL;
+    if (ok && (!all || !refs || (with_fds && !fds))) {
+        pl_log_error("worker", "index=%u error=out_of_memory", w->index);
+        ok = false;
+    }
     unsigned live = ok ? n : 0;
     while (live > 0) {
         int64_t now = pl_now_ms();
@@ -343,11 +362,35 @@ s_worker_main(void *arg)
             if (timeout < 0 || wait < timeout)
                 timeout = wait;
         }
-        if (zmq_poll(items, (int) n, timeout) < 0 && errno != EINTR)
+        memcpy(all, items, n * sizeof *items);
+        size_t nall = n;
+        for (unsigned i = 0; i < n; i++) {
+            if (!shards[i].live || !shards[i].ops->poll_fds)
+                continue;
+            int k = shards[i].ops->poll_fds(shards[i].self, fds, PL_POLL_FDS_MAX);
+            for (int j = 0; j < k && j < PL_POLL_FDS_MAX; j++) {
+                short ev = (short) (((fds[j].events & PL_POLL_IN) ? ZMQ_POLLIN : 0) |
+                                    ((fds[j].events & PL_POLL_OUT) ? ZMQ_POLLOUT : 0));
+                all[nall] = (zmq_pollitem_t){NULL, fds[j].fd, ev, 0};
+                refs[nall] = (s_fdref_t){i, fds[j].fd, fds[j].events};
+                nall++;
+            }
+        }
+        if (zmq_poll(all, (int) nall, timeout) < 0 && errno != EINTR)
             break;
         for (unsigned i = 0; i < n; i++)
-            if (shards[i].live && (items[i].revents & ZMQ_POLLIN))
+            if (shards[i].live && (all[i].revents & ZMQ_POLLIN))
                 s_drain(&shards[i]);
+        for (size_t j = n; j < nall; j++) {
+            s_shard_t *sh = &shards[refs[j].shard];
+            if (!all[j].revents || !sh->live)
+                continue;
+            pl_pollfd_t ready = {refs[j].fd, refs[j].events,
+                                 (short) (((all[j].revents & ZMQ_POLLIN) ? PL_POLL_IN : 0) |
+                                          ((all[j].revents & ZMQ_POLLOUT) ? PL_POLL_OUT : 0) |
+                                          ((all[j].revents & ZMQ_POLLERR) ? PL_POLL_ERR : 0))};
+            sh->ops->on_fd(sh->self, &ready);
+        }
         now = pl_now_ms();
         for (unsigned i = 0; i < n; i++) {
             s_shard_t *sh = &shards[i];
@@ -368,6 +411,9 @@ s_worker_main(void *arg)
             }
         }
     }
+    free(all);
+    free(refs);
+    free(fds);
     for (unsigned i = 0; i < n; i++) {
         if (shards[i].self)
             shards[i].ops->destroy(&shards[i].self);

@@ -38,6 +38,20 @@ typedef struct {
     void *arg; /* from pl_runtime_register, read-only (configuration) */
 } pl_actor_t;
 
+/* A socket a shard wants polled beside its mailbox (curl's, for a model
+   shard). events/revents: PL_POLL_IN | PL_POLL_OUT (| PL_POLL_ERR out). */
+typedef struct {
+    int fd;
+    short events;
+    short revents;
+} pl_pollfd_t;
+
+#define PL_POLL_IN 1
+#define PL_POLL_OUT 2
+#define PL_POLL_ERR 4
+/* Sockets one shard may have polled at once. */
+#define PL_POLL_FDS_MAX 4096
+
 typedef struct {
     const char *name;
     /* Creates the shard's state; NULL on failure (start then fails). */
@@ -49,6 +63,11 @@ typedef struct {
     int64_t (*next_timer)(void *self);
     /* Optional: called when the deadline has passed. */
     void (*on_timer)(void *self, int64_t now);
+    /* Optional: fills at most `max` sockets to poll with the mailbox; returns
+       how many. Asked again before every wait. */
+    int (*poll_fds)(void *self, pl_pollfd_t *fds, int max);
+    /* Optional: one of those sockets is ready (revents set). */
+    void (*on_fd)(void *self, const pl_pollfd_t *fd);
 } pl_actor_ops_t;
 
 pl_runtime_t *pl_runtime_new(unsigned workers, unsigned shards, int hwm);

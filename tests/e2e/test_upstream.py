@@ -1,0 +1,239 @@
+"""Real model backends through libcurl, against the fake upstream on loopback
+(tests/fake_upstream): OpenAI-compatible, Gemini and Ollama wire formats, multi-turn
+context, system prompts, usage, and faults turned into a clean end of the turn."""
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+
+import pytest
+
+from conftest import Client, answer_text, http, run, run_turn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fake_upstream"))
+from fake_upstream import FakeUpstream  # noqa: E402
+
+KEY = "sk-parley-test-0123456789"
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    up = FakeUpstream(api_key=KEY, delay_ms=2)
+    up.start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def llm_server(upstream, make_server):
+    models = [
+        {"name": "fake-openai", "backend": "openai", "base_url": upstream.url + "/v1",
+         "model": "gpt-fake", "api_key_env": "FAKE_KEY", "price_in": 1.0, "price_out": 2.0},
+        {"name": "fake-gemini", "backend": "gemini", "base_url": upstream.url,
+         "model": "gemini-fake", "api_key_env": "FAKE_KEY"},
+        {"name": "fake-ollama", "backend": "ollama", "base_url": upstream.url,
+         "model": "llama-fake", "api_key_env": "FAKE_KEY"},
+        {"name": "wrong-key", "backend": "openai", "base_url": upstream.url + "/v1",
+         "model": "gpt-fake", "api_key_env": "WRONG_KEY"},
+        {"name": "nowhere", "backend": "openai", "base_url": f"http://127.0.0.1:{_closed_port()}/v1",
+         "model": "gpt-fake", "api_key_env": "FAKE_KEY"},
+    ]
+    fd, path = tempfile.mkstemp(suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(models, f)
+    srv = make_server("--models", path, "--upstream-idle-ms", "3000", "--upstream-connect-ms", "2000",
+                      env={"FAKE_KEY": KEY, "WRONG_KEY": "sk-wrong"})
+    yield srv
+    os.unlink(path)
+
+
+BACKENDS = ["fake-openai", "fake-gemini", "fake-ollama"]
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_backend_streams_multi_turn_answers(llm_server, model):
+    async def body():
+        c = await Client.connect(llm_server)
+        created = await c.create_session(model_id=model)
+        assert created["model"] == model
+        first = await run_turn(c, "hello there")
+        assert answer_text(first) == "Fake turn 1 (1 messages, system: no): hello there"
+        chunks = [f for f in first if f["type"] == "chunk"]
+        assert len(chunks) >= 5  # streamed word by word, not in one piece
+        second = await run_turn(c, "and again")
+        assert answer_text(second) == "Fake turn 2 (3 messages, system: no): and again"
+        done = second[-1]
+        assert done["type"] == "response_complete"
+        assert done["finish_reason"] == "stop"
+        assert done["model"] == model
+        assert done["usage"]["completion_tokens"] > 0
+        await c.close()
+    run(body(), timeout=30)
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_backend_gets_system_prompt(llm_server, model):
+    async def body():
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id=model, system_prompt="Be brief.")
+        frames = await run_turn(c, "hi")
+        assert answer_text(frames) == "Fake turn 1 (1 messages, system: yes): hi"
+        await c.close()
+    run(body(), timeout=30)
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_max_tokens_gives_length(llm_server, model):
+    async def body():
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id=model)
+        frames = await run_turn(c, "one two three four five six", max_tokens=3)
+        assert frames[-1]["finish_reason"] == "length"
+        await c.close()
+    run(body(), timeout=30)
+
+
+def _error_turn(srv, model, text):
+    async def body():
+        c = await Client.connect(srv)
+        await c.create_session(model_id=model)
+        frames = await run_turn(c, text)
+        done = frames[-1]
+        # the session goes on working after a failed turn
+        ok = await run_turn(c, "still there?") if model != "nowhere" and model != "wrong-key" else None
+        await c.close()
+        return done, frames, ok
+    return run(body(), timeout=40)
+
+
+@pytest.mark.parametrize("fault,needle", [("status:500", "500"), ("status:503:1", "503"),
+                                          ("status:429:7", "429"), ("status:404", "404")])
+def test_upstream_error_status_ends_turn_cleanly(llm_server, fault, needle):
+    done, _, ok = _error_turn(llm_server, "fake-openai", f"boom [[fault:{fault}]]")
+    assert done["finish_reason"] == "error"
+    assert needle in done["error"]
+    assert ok[-1]["finish_reason"] == "stop"
+
+
+def test_wrong_key_is_an_error_and_key_never_leaks(llm_server):
+    done, _, _ = _error_turn(llm_server, "wrong-key", "hi")
+    assert done["finish_reason"] == "error" and "401" in done["error"]
+    stats = http(llm_server, "GET", "/stats").body.decode()
+    assert KEY not in stats and "sk-wrong" not in stats
+    log = llm_server.stderr_text()
+    assert KEY not in log and "sk-wrong" not in log
+
+
+def test_connection_refused_is_an_error(llm_server):
+    done, _, _ = _error_turn(llm_server, "nowhere", "hi")
+    assert done["finish_reason"] == "error"
+    assert "upstream" in done["error"]
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_stream_dying_mid_answer_keeps_partial_text(llm_server, model):
+    async def body():
+        c = await Client.connect(llm_server)
+        sid = (await c.create_session(model_id=model))["session_id"]
+        frames = await run_turn(c, "tell me [[fault:die_mid:3]]")
+        assert frames[-1]["finish_reason"] == "error"
+        partial = answer_text(frames)
+        assert partial.startswith("Fake turn 1")
+        hist = http(llm_server, "GET", f"/sessions/{sid}").json()
+        assert hist["messages"][-1]["role"] == "assistant"
+        assert hist["messages"][-1]["content"] == partial
+        await c.close()
+    run(body(), timeout=30)
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_malformed_stream_lines_are_skipped(llm_server, model):
+    async def body():
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id=model)
+        frames = await run_turn(c, "odd lines [[fault:malformed]]")
+        assert frames[-1]["finish_reason"] == "stop"
+        assert answer_text(frames) == "Fake turn 1 (1 messages, system: no): odd lines [[fault:malformed]]"
+        await c.close()
+    run(body(), timeout=30)
+
+
+def test_stalled_upstream_times_out(llm_server):
+    done, _, _ = _error_turn(llm_server, "fake-openai", "wait [[fault:stall_mid:8]]")
+    assert done["finish_reason"] == "error"
+
+
+def test_concurrent_streams(llm_server):
+    async def one(i):
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id=BACKENDS[i % 3])
+        frames = await run_turn(c, f"client {i}", timeout=60)
+        await c.close()
+        return answer_text(frames)
+
+    async def body():
+        texts = await asyncio.gather(*(one(i) for i in range(60)))
+        for i, t in enumerate(texts):
+            assert t == f"Fake turn 1 (1 messages, system: no): client {i}"
+    run(body(), timeout=90)
+
+
+@pytest.mark.parametrize("model", BACKENDS)
+def test_cancel_aborts_the_upstream_transfer(llm_server, upstream, model):
+    """cancel stops the answer at once, members get finish_reason "cancelled" with the
+    partial text kept, and the upstream sees its connection closed."""
+    async def body():
+        c = await Client.connect(llm_server)
+        sid = (await c.create_session(model_id=model))["session_id"]
+        marker = f"cancel-me-{model}"
+        await c.send({"type": "chat", "message": f"{marker} [[fault:slow:300]] a b c d e f g h"})
+        frames = await c.recv_until("chunk", timeout=10)
+        await c.send({"type": "cancel"})
+        frames += await c.recv_until("response_complete", timeout=10)
+        assert frames[-1]["finish_reason"] == "cancelled"
+        partial = answer_text(frames)
+        assert partial.startswith("Fake")
+        hist = http(llm_server, "GET", f"/sessions/{sid}").json()
+        assert hist["messages"][-1]["role"] == "assistant"
+        assert hist["messages"][-1]["content"] == partial
+
+        def seen_close():
+            recs = [r for r in upstream.requests if marker in json.dumps(r.get("body"))]
+            return recs and recs[-1].get("client_closed_early")
+        deadline = asyncio.get_event_loop().time() + 5
+        while not seen_close() and asyncio.get_event_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert seen_close(), "the upstream did not see its connection closed"
+        await c.close()
+    run(body(), timeout=30)
+
+
+def test_deleting_a_session_aborts_its_upstream_transfer(llm_server, upstream):
+    async def body():
+        c = await Client.connect(llm_server)
+        sid = (await c.create_session(model_id="fake-openai"))["session_id"]
+        marker = "delete-me-now"
+        await c.send({"type": "chat", "message": f"{marker} [[fault:slow:300]] a b c d e f"})
+        await c.recv_until("chunk", timeout=10)
+        assert http(llm_server, "DELETE", f"/sessions/{sid}").status == 200
+        frames = await c.recv_until("session_update", update_type="session_deleted", timeout=10)
+        assert any(f["type"] == "response_complete" and f["finish_reason"] == "cancelled" for f in frames)
+        deadline = asyncio.get_event_loop().time() + 5
+        while asyncio.get_event_loop().time() < deadline:
+            recs = [r for r in upstream.requests if marker in json.dumps(r.get("body"))]
+            if recs and recs[-1].get("client_closed_early"):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the upstream did not see its connection closed")
+        await c.close()
+    run(body(), timeout=30)
