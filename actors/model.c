@@ -41,7 +41,7 @@ typedef struct {
 
 static void s_up_chunk(void *arg, uint64_t tag, const char *text);
 static void s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error,
-                      long status);
+                      long status, long retry_after);
 static const pl_upstream_sink_t s_sink = {s_up_chunk, s_up_done};
 
 static void *
@@ -257,7 +257,8 @@ s_up_chunk(void *arg, uint64_t tag, const char *text)
 }
 
 static void
-s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error, long status)
+s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error, long status,
+          long retry_after)
 {
     self_t *self = arg;
     ssize_t i = s_find_tag(self, tag);
@@ -270,7 +271,9 @@ s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, c
     pl_env_set_i64(&done, PL_F_PTOK, ptok);
     pl_env_set_i64(&done, PL_F_CTOK, ctok);
     if (status)
-        pl_env_set_i64(&done, PL_F_CODE, status);
+        pl_env_set_i64(&done, PL_F_STATUS, status);
+    if (retry_after > 0)
+        pl_env_set_i64(&done, PL_F_RETRY, retry_after);
     if (error)
         pl_env_set_str(&done, PL_F_TEXT, error);
     s_send(self, s, &done);

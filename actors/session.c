@@ -461,8 +461,13 @@ s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done
     pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) s->nhist);
     pl_env_set_i64(&ev, PL_F_FINISH, finish);
     pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
-    pl_env_set_i64(&ev, PL_F_PTOK, done && pl_env_has(done, PL_F_PTOK) ? done->prompt_tokens : 0);
-    pl_env_set_i64(&ev, PL_F_CTOK, done && pl_env_has(done, PL_F_CTOK) ? done->completion_tokens : s->chunks);
+    int64_t ptok = done && pl_env_has(done, PL_F_PTOK) ? done->prompt_tokens : 0;
+    int64_t ctok = done && pl_env_has(done, PL_F_CTOK) ? done->completion_tokens : s->chunks;
+    pl_env_set_i64(&ev, PL_F_PTOK, ptok);
+    pl_env_set_i64(&ev, PL_F_CTOK, ctok);
+    const pl_model_t *m = pl_models_find(&self->cfg->models_table, s->turn_model);
+    if (m && (m->price_in > 0 || m->price_out > 0))
+        pl_env_set_f64(&ev, PL_F_COST, ((double) ptok * m->price_in + (double) ctok * m->price_out) / 1e6);
     if (done && pl_env_has(done, PL_F_TEXT))
         error = done->text;
     if (error)
@@ -572,6 +577,18 @@ s_handle_done(self_t *self, s_session_t *s, pl_env_t *env)
 {
     if (!s->running || strcmp(env->respid, s->respid) != 0)
         return;
+    if (env->finish == PL_FINISH_ERROR) {
+        /* every member learns why, with the upstream's status and when to retry */
+        pl_env_t ev;
+        pl_env_init(&ev, PL_MSG_EV_MODEL_ERROR);
+        pl_env_set_str(&ev, PL_F_RESPID, s->respid);
+        pl_env_set_str(&ev, PL_F_TEXT, pl_env_has(env, PL_F_TEXT) ? env->text : "the model failed");
+        if (pl_env_has(env, PL_F_STATUS))
+            pl_env_set_i64(&ev, PL_F_STATUS, env->status);
+        if (pl_env_has(env, PL_F_RETRY))
+            pl_env_set_i64(&ev, PL_F_RETRY, env->retry_after);
+        s_broadcast(self, s, &ev);
+    }
     s_finish_turn(self, s, env->finish, env, NULL);
     s_run_next(self, s);
 }

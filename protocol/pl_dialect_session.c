@@ -399,10 +399,22 @@ pl_session_render(const pl_env_t *env, size_t *len)
         cJSON *u = cJSON_AddObjectToObject(o, "usage");
         cJSON_AddNumberToObject(u, "prompt_tokens", (double) env->prompt_tokens);
         cJSON_AddNumberToObject(u, "completion_tokens", (double) env->completion_tokens);
+        if (pl_env_has(env, PL_F_COST))
+            cJSON_AddNumberToObject(o, "cost_usd", env->cost);
         if (pl_env_has(env, PL_F_TEXT))
             s_add_str(o, "error", env->text);
         break;
     }
+    case PL_MSG_EV_MODEL_ERROR:
+        s_add_str(o, "type", "error");
+        s_add_str(o, "code", "MODEL_ERROR");
+        s_add_str(o, "message", env->text ? env->text : "the model failed");
+        if (pl_env_has(env, PL_F_STATUS))
+            cJSON_AddNumberToObject(o, "status", (double) env->status);
+        if (pl_env_has(env, PL_F_RETRY))
+            cJSON_AddNumberToObject(o, "retry_after", (double) env->retry_after);
+        s_add_str(o, "response_id", env->respid);
+        break;
     case PL_MSG_EV_TYPING:
         s_update(o, "user_typing");
         cJSON_AddBoolToObject(o, "typing", env->flag);

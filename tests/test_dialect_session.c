@@ -954,6 +954,7 @@ test_render_only_shown(void **state)
         {PL_MSG_EV_TYPING, "session_update"},
         {PL_MSG_EV_MEMBER, "session_update"},
         {PL_MSG_EV_CLEARED, "session_update"},
+        {PL_MSG_EV_MODEL_ERROR, "error"},
         {PL_MSG_EV_DELETED, "session_update"},
     };
     for (int t = 0; t <= PL_MSG_COUNT_; t++) {

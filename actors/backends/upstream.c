@@ -214,10 +214,13 @@ s_reap(pl_upstream_t *self)
             finish = x->finish >= 0 ? x->finish : PL_FINISH_STOP;
         }
         free(msg);
+        curl_off_t retry = 0;
+        if (finish == PL_FINISH_ERROR && curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry) != CURLE_OK)
+            retry = 0;
         if (x->malformed)
             pl_log_warn("upstream", "tag=%llu malformed_items=%zu", (unsigned long long) x->tag, x->malformed);
         self->sink.done(self->arg, x->tag, finish, x->ptok, x->ctok, finish == PL_FINISH_ERROR ? why : NULL,
-                        x->status);
+                        x->status, (long) retry);
         s_xfer_free(self, x);
     }
 }
@@ -407,7 +410,7 @@ pl_upstream_on_timer(pl_upstream_t *self, int64_t now)
             continue;
         char why[128];
         snprintf(why, sizeof why, "the model stalled: no data for %ld ms", self->lim.idle_ms);
-        self->sink.done(self->arg, x->tag, PL_FINISH_ERROR, x->ptok, x->ctok, why, x->status);
+        self->sink.done(self->arg, x->tag, PL_FINISH_ERROR, x->ptok, x->ctok, why, x->status, 0);
         s_xfer_free(self, x);
     }
 }

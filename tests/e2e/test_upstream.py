@@ -106,22 +106,44 @@ def _error_turn(srv, model, text):
     async def body():
         c = await Client.connect(srv)
         await c.create_session(model_id=model)
-        frames = await run_turn(c, text)
+        frames = await run_turn(c, text, model_errors=True)
         done = frames[-1]
         # the session goes on working after a failed turn
-        ok = await run_turn(c, "still there?") if model != "nowhere" and model != "wrong-key" else None
+        ok = await run_turn(c, "still there?") if model in BACKENDS else None
         await c.close()
         return done, frames, ok
     return run(body(), timeout=40)
 
 
-@pytest.mark.parametrize("fault,needle", [("status:500", "500"), ("status:503:1", "503"),
-                                          ("status:429:7", "429"), ("status:404", "404")])
-def test_upstream_error_status_ends_turn_cleanly(llm_server, fault, needle):
-    done, _, ok = _error_turn(llm_server, "fake-openai", f"boom [[fault:{fault}]]")
+@pytest.mark.parametrize("model", BACKENDS)
+@pytest.mark.parametrize("fault,status,retry", [("status:500", 500, None), ("status:503:1", 503, 1),
+                                                ("status:429:7", 429, 7), ("status:404", 404, None),
+                                                ("status:403", 403, None)])
+def test_upstream_error_status_ends_turn_cleanly(llm_server, model, fault, status, retry):
+    done, frames, ok = _error_turn(llm_server, model, f"boom [[fault:{fault}]]")
     assert done["finish_reason"] == "error"
-    assert needle in done["error"]
+    assert str(status) in done["error"]
+    err = [f for f in frames if f["type"] == "error"]
+    assert len(err) == 1 and err[0]["code"] == "MODEL_ERROR", err
+    assert err[0]["status"] == status
+    assert err[0].get("retry_after") == retry
+    assert err[0]["response_id"] == done["response_id"]
     assert ok[-1]["finish_reason"] == "stop"
+
+
+def test_cost_from_the_price_table(llm_server):
+    async def body():
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id="fake-openai")   # price_in 1.0, price_out 2.0 per million
+        done = (await run_turn(c, "what does it cost"))[-1]
+        u = done["usage"]
+        assert u["prompt_tokens"] > 0 and u["completion_tokens"] > 0
+        assert done["cost_usd"] == pytest.approx((u["prompt_tokens"] * 1.0 + u["completion_tokens"] * 2.0) / 1e6)
+        await c.create_session(model_id="fake-gemini")   # no prices: no cost
+        done = (await run_turn(c, "free"))[-1]
+        assert "cost_usd" not in done
+        await c.close()
+    run(body(), timeout=30)
 
 
 def test_wrong_key_is_an_error_and_key_never_leaks(llm_server):
@@ -134,9 +156,20 @@ def test_wrong_key_is_an_error_and_key_never_leaks(llm_server):
 
 
 def test_connection_refused_is_an_error(llm_server):
-    done, _, _ = _error_turn(llm_server, "nowhere", "hi")
+    done, frames, _ = _error_turn(llm_server, "nowhere", "hi")
     assert done["finish_reason"] == "error"
     assert "upstream" in done["error"]
+    err = [f for f in frames if f["type"] == "error"]
+    assert err and err[0]["code"] == "MODEL_ERROR" and "status" not in err[0]
+
+
+def test_tls_to_a_plain_http_server_is_an_error(upstream, make_server, tmp_path):
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps([{"name": "tls", "backend": "openai",
+                                   "base_url": upstream.url.replace("http://", "https://") + "/v1"}]))
+    srv = make_server("--models", str(models), "--upstream-connect-ms", "2000")
+    done, _, _ = _error_turn(srv, "tls", "hi")
+    assert done["finish_reason"] == "error" and "upstream" in done["error"]
 
 
 @pytest.mark.parametrize("model", BACKENDS)
@@ -144,7 +177,7 @@ def test_stream_dying_mid_answer_keeps_partial_text(llm_server, model):
     async def body():
         c = await Client.connect(llm_server)
         sid = (await c.create_session(model_id=model))["session_id"]
-        frames = await run_turn(c, "tell me [[fault:die_mid:3]]")
+        frames = await run_turn(c, "tell me [[fault:die_mid:3]]", model_errors=True)
         assert frames[-1]["finish_reason"] == "error"
         partial = answer_text(frames)
         assert partial.startswith("Fake turn 1")
@@ -172,19 +205,26 @@ def test_stalled_upstream_times_out(llm_server):
     assert done["finish_reason"] == "error"
 
 
-def test_concurrent_streams(llm_server):
+N_CONCURRENT = int(os.environ.get("PARLEY_TEST_STREAMS", "500"))
+
+
+def test_concurrent_streams(llm_server, upstream):
+    """N_CONCURRENT chats (default 500) streaming from the fake upstream at once, each
+    answer complete and its own."""
     async def one(i):
         c = await Client.connect(llm_server)
         await c.create_session(model_id=BACKENDS[i % 3])
-        frames = await run_turn(c, f"client {i}", timeout=60)
+        # slow streams (50 ms a word) so that all of them are open at once
+        frames = await run_turn(c, f"client {i} [[fault:slow:50]]", timeout=90)
         await c.close()
         return answer_text(frames)
 
     async def body():
-        texts = await asyncio.gather(*(one(i) for i in range(60)))
+        texts = await asyncio.gather(*(one(i) for i in range(N_CONCURRENT)))
         for i, t in enumerate(texts):
-            assert t == f"Fake turn 1 (1 messages, system: no): client {i}"
-    run(body(), timeout=90)
+            assert t == f"Fake turn 1 (1 messages, system: no): client {i} [[fault:slow:50]]"
+        assert upstream.peak_streams >= N_CONCURRENT * 8 // 10, upstream.peak_streams
+    run(body(), timeout=120)
 
 
 @pytest.mark.parametrize("model", BACKENDS)
