@@ -52,8 +52,8 @@ s_self_new(const pl_actor_t *actor)
         return NULL;
     self->actor = actor;
     self->cfg = actor->arg;
-    pl_upstream_limits_t lim = {self->cfg->upstream_connect_ms, self->cfg->upstream_idle_ms,
-                                self->cfg->upstream_total_ms, PL_UPSTREAM_EVENT_MAX};
+    pl_upstream_limits_t lim = {self->cfg->upstream_connect_ms, self->cfg->upstream_first_byte_ms,
+                                self->cfg->upstream_idle_ms, self->cfg->upstream_total_ms, PL_UPSTREAM_EVENT_MAX};
     self->up = pl_upstream_new(&s_sink, self, &lim);
     if (!self->up) {
         free(self);

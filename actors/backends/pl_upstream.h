@@ -27,8 +27,9 @@ typedef struct {
 } pl_upstream_sink_t;
 
 typedef struct {
-    long connect_ms; /* connection set-up */
-    long idle_ms;    /* silence between bytes once started */
+    long connect_ms;    /* connection set-up */
+    long first_byte_ms; /* request sent → first byte of the answer */
+    long idle_ms;       /* silence between bytes once started */
     long total_ms;   /* whole answer */
     size_t max_event; /* one SSE event / NDJSON line */
 } pl_upstream_limits_t;

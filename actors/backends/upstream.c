@@ -44,6 +44,7 @@ typedef struct s_xfer {
     char *error;
     size_t malformed;
     int64_t last_ms; /* start, then the last byte received: the idle clock */
+    bool got_byte;   /* the first-byte limit applies until then, the idle one after */
 } s_xfer_t;
 
 struct pl_upstream {
@@ -136,6 +137,7 @@ s_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
     s_xfer_t *x = userdata;
     size_t n = size * nmemb;
     x->last_ms = pl_now_ms();
+    x->got_byte = true;
     if (!x->status)
         curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->status >= 300) {
@@ -386,9 +388,11 @@ int64_t
 pl_upstream_deadline(const pl_upstream_t *self)
 {
     int64_t due = self->deadline;
-    for (const s_xfer_t *x = self->xfers; x; x = x->next)
-        if (due < 0 || x->last_ms + self->lim.idle_ms < due)
-            due = x->last_ms + self->lim.idle_ms;
+    for (const s_xfer_t *x = self->xfers; x; x = x->next) {
+        int64_t d = x->last_ms + (x->got_byte ? self->lim.idle_ms : self->lim.first_byte_ms);
+        if (due < 0 || d < due)
+            due = d;
+    }
     return due;
 }
 
@@ -401,15 +405,18 @@ pl_upstream_on_timer(pl_upstream_t *self, int64_t now)
         curl_multi_socket_action(self->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         s_reap(self);
     }
-    /* Silence past --upstream-idle-ms (no first byte, or a stall between
-       chunks) ends the answer as an error; what streamed is kept. curl's
-       own low-speed check averages over seconds and reacts far too late. */
+    /* No first byte within --upstream-first-byte-ms, or silence between
+       chunks past --upstream-idle-ms, ends the answer as an error; what
+       streamed is kept. curl's own low-speed check averages over seconds and
+       reacts far too late. */
     for (s_xfer_t *x = self->xfers, *next; x; x = next) {
         next = x->next;
-        if (now - x->last_ms < self->lim.idle_ms)
+        long limit = x->got_byte ? self->lim.idle_ms : self->lim.first_byte_ms;
+        if (now - x->last_ms < limit)
             continue;
         char why[128];
-        snprintf(why, sizeof why, "the model stalled: no data for %ld ms", self->lim.idle_ms);
+        snprintf(why, sizeof why, x->got_byte ? "the model stalled: no data for %ld ms"
+                                              : "the model did not start answering within %ld ms", limit);
         self->sink.done(self->arg, x->tag, PL_FINISH_ERROR, x->ptok, x->ctok, why, x->status, 0);
         s_xfer_free(self, x);
     }

@@ -277,3 +277,26 @@ def test_deleting_a_session_aborts_its_upstream_transfer(llm_server, upstream):
             raise AssertionError("the upstream did not see its connection closed")
         await c.close()
     run(body(), timeout=30)
+
+
+def test_first_byte_timeout(upstream, make_server, tmp_path):
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps([{"name": "slowstart", "backend": "ollama", "base_url": upstream.url,
+                                   "api_key_env": "FAKE_KEY"}]))
+    srv = make_server("--models", str(models), "--upstream-first-byte-ms", "1000",
+                      "--upstream-idle-ms", "20000", env={"FAKE_KEY": KEY})
+    done, frames, _ = _error_turn(srv, "slowstart", "hello [[fault:stall_first:6]]")
+    assert done["finish_reason"] == "error"
+    assert "did not start answering within 1000 ms" in done["error"]
+    assert done["processing_time"] < 5
+
+
+def test_unresolvable_host_is_an_error(make_server, tmp_path):
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps([{"name": "nxdomain", "backend": "openai",
+                                   "base_url": "http://no-such-host.invalid/v1"}]))
+    srv = make_server("--models", str(models), "--upstream-connect-ms", "2000",
+                      "--upstream-first-byte-ms", "3000")
+    done, frames, _ = _error_turn(srv, "nxdomain", "hi")
+    assert done["finish_reason"] == "error"
+    assert "model upstream failed" in done["error"] or "did not start answering" in done["error"], done["error"]
