@@ -323,7 +323,9 @@ s_finish(pl_edge_t *self, pss_t *pss, pl_env_t *last)
         int64_t zero[PL_STAT_COUNT_] = {0};
         const int64_t *stats = pss->acc.stats.n == PL_STAT_COUNT_ ? pss->acc.stats.v : zero;
         s_respond_json(pss, 200, pss->match.route == PL_ROUTE_HEALTH ? pl_http_json_health(&self->stats, stats)
-                                                                     : pl_http_json_stats(&self->stats, stats));
+                                                                     : pl_http_json_stats(&self->stats, stats, &self->cfg->models_table,
+                                                                                          pss->acc.mstats.n ? pss->acc.mstats.v
+                                                                                                            : NULL));
         return;
     }
     case PL_ROUTE_SESSIONS:
@@ -359,10 +361,22 @@ pl_edge_http_reply(pl_edge_t *self, pl_env_t *env)
     if (env->type == PL_MSG_STATS_REPLY && env->stats.n == PL_STAT_COUNT_) {
         if (pss->acc.stats.n != PL_STAT_COUNT_) {
             int64_t zero[PL_STAT_COUNT_] = {0};
-            pl_env_set_stats(&pss->acc, zero, PL_STAT_COUNT_);
+            pl_env_set_i64v(&pss->acc, PL_F_STATS, zero, PL_STAT_COUNT_);
         }
         for (size_t i = 0; i < PL_STAT_COUNT_; i++)
             pss->acc.stats.v[i] += env->stats.v[i];
+        size_t n = self->cfg->models_table.n * PL_MSTAT_COUNT_;
+        if (env->mstats.n == n && n > 0) {
+            if (pss->acc.mstats.n != n) {
+                free(pss->acc.mstats.v);
+                pss->acc.mstats.v = calloc(n, sizeof *pss->acc.mstats.v);
+                pss->acc.mstats.n = pss->acc.mstats.v ? n : 0;
+                if (pss->acc.mstats.v)
+                    pss->acc.present |= 1ull << PL_F_MSTATS;
+            }
+            for (size_t i = 0; i < pss->acc.mstats.n; i++)
+                pss->acc.mstats.v[i] += env->mstats.v[i];
+        }
     } else if (env->type == PL_MSG_HTTP_REPLY && pss->match.route == PL_ROUTE_SESSIONS) {
         for (size_t i = 0; i < env->sessv.n; i++)
             pl_env_sessv_add(&pss->acc, &env->sessv.v[i]);

@@ -27,6 +27,9 @@ typedef struct {
     const pl_backend_ops_t *backend; /* NULL: an upstream transfer */
     void *st;
     uint64_t tag; /* the upstream transfer's tag */
+    size_t model;  /* index in the models table, for the per-model counters */
+    int64_t started_ms;
+    bool got_chunk;
 } s_stream_t;
 
 typedef struct {
@@ -37,6 +40,7 @@ typedef struct {
     int64_t started, chunks; /* since start */
     pl_upstream_t *up;
     uint64_t next_tag;
+    int64_t *mstats; /* models_table.n rows of PL_MSTAT_COUNT_ */
 } self_t;
 
 static void s_up_chunk(void *arg, uint64_t tag, const char *text);
@@ -55,7 +59,10 @@ s_self_new(const pl_actor_t *actor)
     pl_upstream_limits_t lim = {self->cfg->upstream_connect_ms, self->cfg->upstream_first_byte_ms,
                                 self->cfg->upstream_idle_ms, self->cfg->upstream_total_ms, PL_UPSTREAM_EVENT_MAX};
     self->up = pl_upstream_new(&s_sink, self, &lim);
-    if (!self->up) {
+    self->mstats = calloc(self->cfg->models_table.n * PL_MSTAT_COUNT_ + 1, sizeof *self->mstats);
+    if (!self->up || !self->mstats) {
+        pl_upstream_destroy(&self->up);
+        free(self->mstats);
         free(self);
         return NULL;
     }
@@ -72,9 +79,39 @@ s_self_destroy(void **self_p)
         if (self->streams[i].backend)
             self->streams[i].backend->free(self->streams[i].st);
     pl_upstream_destroy(&self->up); /* aborts every transfer */
+    free(self->mstats);
     free(self->streams);
     free(self);
     *self_p = NULL;
+}
+
+static int64_t *
+s_mstat(self_t *self, const s_stream_t *s)
+{
+    return self->mstats + s->model * PL_MSTAT_COUNT_;
+}
+
+/* Counts a chunk of stream s (its first: time to first chunk). */
+static void
+s_count_chunk(self_t *self, s_stream_t *s)
+{
+    self->chunks++;
+    if (!s->got_chunk) {
+        s->got_chunk = true;
+        s_mstat(self, s)[PL_MSTAT_FIRST_CHUNKS]++;
+        s_mstat(self, s)[PL_MSTAT_TTFC_MS_TOTAL] += pl_now_ms() - s->started_ms;
+    }
+}
+
+/* Counts the end of stream s. */
+static void
+s_count_done(self_t *self, const s_stream_t *s, int64_t finish, int64_t ptok, int64_t ctok)
+{
+    int64_t *row = s_mstat(self, s);
+    row[PL_MSTAT_FAILURES] += finish == PL_FINISH_ERROR;
+    row[PL_MSTAT_CANCELLED] += finish == PL_FINISH_CANCELLED;
+    row[PL_MSTAT_PROMPT_TOKENS] += ptok;
+    row[PL_MSTAT_COMPLETION_TOKENS] += ctok;
 }
 
 static void
@@ -102,12 +139,13 @@ s_done(self_t *self, const s_stream_t *s, int64_t finish, const char *error)
     pl_env_t done;
     pl_env_init(&done, PL_MSG_MODEL_DONE);
     pl_env_set_i64(&done, PL_F_FINISH, finish);
+    int64_t ptok = 0, ctok = 0;
     if (s->st && s->backend) {
-        int64_t ptok = 0, ctok = 0;
         s->backend->usage(s->st, &ptok, &ctok);
         pl_env_set_i64(&done, PL_F_PTOK, ptok);
         pl_env_set_i64(&done, PL_F_CTOK, ctok);
     }
+    s_count_done(self, s, finish, ptok, ctok);
     if (error)
         pl_env_set_str(&done, PL_F_TEXT, error);
     s_send(self, s, &done);
@@ -119,7 +157,12 @@ s_handle_generate(self_t *self, pl_env_t *env)
     s_stream_t s = {0};
     snprintf(s.session, sizeof s.session, "%s", env->session);
     snprintf(s.respid, sizeof s.respid, "%s", env->respid);
-    const pl_model_t *m = pl_models_find(&self->cfg->models_table, env->model);
+    const pl_models_t *table = &self->cfg->models_table;
+    const pl_model_t *m = pl_models_find(table, env->model);
+    const pl_model_t *counted = m ? m : pl_models_find(table, "echo"); /* the default alias is echo */
+    s.model = counted ? (size_t) (counted - table->v) : 0;
+    s.started_ms = pl_now_ms();
+    self->mstats[s.model * PL_MSTAT_COUNT_ + PL_MSTAT_REQUESTS]++;
     if (m && strcmp(m->backend, "echo") != 0) {
         s.tag = ++self->next_tag;
         int rc = pl_upstream_start(self->up, s.tag, m, env);
@@ -162,6 +205,7 @@ s_handle(void *self_, pl_env_t *env)
     } else if (env->type == PL_MSG_GEN_CANCEL) {
         for (size_t i = 0; i < self->nstreams; i++)
             if (strcmp(self->streams[i].respid, env->respid) == 0) {
+                s_count_done(self, &self->streams[i], PL_FINISH_CANCELLED, 0, 0);
                 s_remove(self, i);
                 break;
             }
@@ -173,7 +217,8 @@ s_handle(void *self_, pl_env_t *env)
         pl_env_t reply;
         pl_env_init(&reply, PL_MSG_STATS_REPLY);
         pl_env_set_u64(&reply, PL_F_REQ, env->req);
-        pl_env_set_stats(&reply, stats, PL_STAT_COUNT_);
+        pl_env_set_i64v(&reply, PL_F_STATS, stats, PL_STAT_COUNT_);
+        pl_env_set_i64v(&reply, PL_F_MSTATS, self->mstats, self->cfg->models_table.n * PL_MSTAT_COUNT_);
         pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &reply);
         pl_env_reset(&reply);
     }
@@ -218,7 +263,7 @@ s_on_timer(void *self_, int64_t now)
             pl_env_set_bool(&chunk, PL_F_FLAG, final);
             free(text);
             s_send(self, s, &chunk);
-            self->chunks++;
+            s_count_chunk(self, s);
             continue; /* a zero delay streams the whole answer in one go */
         }
         if (r == PL_STEP_DONE) {
@@ -253,7 +298,7 @@ s_up_chunk(void *arg, uint64_t tag, const char *text)
     pl_env_set_str(&chunk, PL_F_TEXT, text);
     pl_env_set_bool(&chunk, PL_F_FLAG, false); /* a network stream learns its end afterwards */
     s_send(self, &self->streams[i], &chunk);
-    self->chunks++;
+    s_count_chunk(self, &self->streams[i]);
 }
 
 static void
@@ -265,6 +310,7 @@ s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, c
     if (i < 0)
         return;
     s_stream_t *s = &self->streams[i];
+    s_count_done(self, s, finish, ptok, ctok);
     pl_env_t done;
     pl_env_init(&done, PL_MSG_MODEL_DONE);
     pl_env_set_i64(&done, PL_F_FINISH, finish);

@@ -750,7 +750,7 @@ s_handle(void *self_, pl_env_t *env)
         pl_env_t reply;
         pl_env_init(&reply, PL_MSG_STATS_REPLY);
         pl_env_set_u64(&reply, PL_F_REQ, env->req);
-        pl_env_set_stats(&reply, self->stats, PL_STAT_COUNT_);
+        pl_env_set_i64v(&reply, PL_F_STATS, self->stats, PL_STAT_COUNT_);
         s_to_edge(self, &reply);
         pl_env_reset(&reply);
         return;

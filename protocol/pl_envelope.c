@@ -54,6 +54,17 @@ pl_finish_name(int64_t finish)
 }
 
 const char *
+pl_mstat_key(pl_mstat_t stat)
+{
+    static const char *const keys[PL_MSTAT_COUNT_] = {
+#define X(id, key) key,
+        PL_MSTATS(X)
+#undef X
+    };
+    return (unsigned) stat < PL_MSTAT_COUNT_ ? keys[stat] : "invalid";
+}
+
+const char *
 pl_stat_path(pl_stat_t stat)
 {
     return (unsigned) stat < PL_STAT_COUNT_ ? s_stat_paths[stat] : "invalid";
@@ -267,17 +278,18 @@ pl_env_sessv_add(pl_env_t *env, const pl_sessinfo_t *s)
 }
 
 int
-pl_env_set_stats(pl_env_t *env, const int64_t *v, size_t n)
+pl_env_set_i64v(pl_env_t *env, pl_field_t f, const int64_t *v, size_t n)
 {
     int64_t *p = malloc((n ? n : 1) * sizeof *p);
     if (!p)
         return -PL_E_NOMEM;
     if (n)
         memcpy(p, v, n * sizeof *p);
-    free(env->stats.v);
-    env->stats.v = p;
-    env->stats.n = n;
-    env->present |= 1ull << PL_F_STATS;
+    pl_i64v_t *slot = s_slot(env, f);
+    free(slot->v);
+    slot->v = p;
+    slot->n = n;
+    env->present |= 1ull << f;
     return 0;
 }
 

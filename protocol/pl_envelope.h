@@ -38,6 +38,13 @@ typedef enum {
 } pl_stat_t;
 
 typedef enum {
+#define X(id, key) PL_MSTAT_##id,
+    PL_MSTATS(X)
+#undef X
+    PL_MSTAT_COUNT_
+} pl_mstat_t;
+
+typedef enum {
     PL_FINISH_STOP = 0,
     PL_FINISH_LENGTH,
     PL_FINISH_CANCELLED,
@@ -108,8 +115,8 @@ int pl_env_set_strn(pl_env_t *env, pl_field_t f, const char *s, size_t n);
 /* Appends a copy of `e` to the HIST field. 0 or -PL_E_NOMEM. */
 int pl_env_hist_add(pl_env_t *env, const pl_histent_t *e);
 int pl_env_sessv_add(pl_env_t *env, const pl_sessinfo_t *s);
-/* Sets the STATS field to `n` counters copied from `v`. */
-int pl_env_set_stats(pl_env_t *env, const int64_t *v, size_t n);
+/* Sets I64V field `f` to `n` counters copied from `v`. */
+int pl_env_set_i64v(pl_env_t *env, pl_field_t f, const int64_t *v, size_t n);
 
 /* Deep-copies `src` into `dst` (uninitialised). 0 or -PL_E_NOMEM. */
 int pl_env_copy(pl_env_t *dst, const pl_env_t *src);
@@ -124,5 +131,6 @@ int pl_env_decode(const char *buf, size_t len, pl_env_t *env);
 const char *pl_msg_name(pl_msg_t type);
 const char *pl_finish_name(int64_t finish);
 const char *pl_stat_path(pl_stat_t stat);
+const char *pl_mstat_key(pl_mstat_t stat);
 
 #endif

@@ -13,6 +13,7 @@
 #include "pl_envelope.h"
 #include "pl_err.h"
 #include "pl_limits.h"
+#include "pl_models.h"
 
 typedef enum {
     PL_METHOD_GET = 0,
@@ -69,7 +70,9 @@ typedef struct {
 char *pl_http_json_error(int status, const char *code, const char *message);
 char *pl_http_json_root(const char *model);
 char *pl_http_json_health(const pl_edge_stats_t *edge, const int64_t *stats);
-char *pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats);
+/* `mstats` (may be NULL): models->n rows of PL_MSTAT_COUNT_ counters. */
+char *pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_models_t *models,
+                         const int64_t *mstats);
 /* One session; with `hist` (may be NULL) its messages, and whether older
    ones were left out. */
 char *pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist, int truncated);

@@ -74,7 +74,8 @@ s_put_path(cJSON *o, const char *path, double v)
 }
 
 char *
-pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats)
+pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_models_t *models,
+                   const int64_t *mstats)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "uptime", edge->uptime);
@@ -98,6 +99,16 @@ pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats)
     for (int i = 0; i < PL_STAT_COUNT_; i++)
         s_put_path(o, pl_stat_path((pl_stat_t) i), (double) stats[i]);
     s_put_path(o, "mailbox.dropped", (double) edge->mailbox_dropped);
+    cJSON *per = cJSON_AddObjectToObject(o, "models");
+    for (size_t m = 0; models && mstats && m < models->n; m++) {
+        const int64_t *row = mstats + m * PL_MSTAT_COUNT_;
+        cJSON *mo = cJSON_AddObjectToObject(per, models->v[m].name);
+        cJSON_AddStringToObject(mo, "backend", models->v[m].backend);
+        for (int k = 0; k < PL_MSTAT_COUNT_; k++)
+            cJSON_AddNumberToObject(mo, pl_mstat_key((pl_mstat_t) k), (double) row[k]);
+        int64_t n = row[PL_MSTAT_FIRST_CHUNKS];
+        cJSON_AddNumberToObject(mo, "ttfc_ms_avg", n ? (double) row[PL_MSTAT_TTFC_MS_TOTAL] / (double) n : 0);
+    }
     return s_print(o);
 }
 

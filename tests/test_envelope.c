@@ -122,7 +122,7 @@ s_fill(pl_env_t *env, pl_field_t f, int variant)
         break;
     case K_I64V: {
         int64_t v[] = {0, 1, -1, INT64_MIN, INT64_MAX, 127, -33, 65536};
-        assert_int_equal(pl_env_set_stats(env, v, variant ? 1 : sizeof v / sizeof v[0]), 0);
+        assert_int_equal(pl_env_set_i64v(env, f, v, variant ? 1 : sizeof v / sizeof v[0]), 0);
         break;
     }
     }
@@ -456,7 +456,7 @@ test_roundtrip_values(void **state)
     pl_env_t env;
     pl_env_init(&env, PL_MSG_STATS_REPLY);
     pl_env_set_u64(&env, PL_F_REQ, 9);
-    assert_int_equal(pl_env_set_stats(&env, NULL, 0), 0); /* empty, but present */
+    assert_int_equal(pl_env_set_i64v(&env, PL_F_STATS, NULL, 0), 0); /* empty, but present */
     s_roundtrip(&env);
     pl_env_reset(&env);
 
@@ -1179,7 +1179,7 @@ w_wide_keys(msgpack_packer *pk)
     msgpack_pack_map(pk, 2);
     msgpack_pack_uint64(pk, 0);
     msgpack_pack_uint16(pk, PL_MSG_TERM);
-    msgpack_pack_uint64(pk, PL_F_STATS + 1); /* the last field number */
+    msgpack_pack_uint64(pk, PL_F_COUNT_); /* the last field number */
     msgpack_pack_array(pk, 0);
 }
 
@@ -1359,7 +1359,7 @@ test_decode_limits(void **state)
         v[i] = (int64_t) i - 50000;
     pl_env_init(&env, PL_MSG_STATS_REPLY);
     pl_env_set_u64(&env, PL_F_REQ, 1);
-    assert_int_equal(pl_env_set_stats(&env, v, PL_ENV_LIST_MAX), 0);
+    assert_int_equal(pl_env_set_i64v(&env, PL_F_STATS, v, PL_ENV_LIST_MAX), 0);
     free(v);
     s_roundtrip(&env);
     pl_env_reset(&env);
@@ -1404,7 +1404,7 @@ test_copy_is_deep(void **state)
     src.sessv.v[0].id[0] = 'X';
     src.sessv.v[1].members = 42;
     src.stats.v[0] = 12345;
-    assert_int_equal(pl_env_set_stats(&src, NULL, 0), 0);
+    assert_int_equal(pl_env_set_i64v(&src, PL_F_STATS, NULL, 0), 0);
     src.present &= ~(1ull << PL_F_MODEL);
 
     /* the copy is what the source was */
@@ -1473,8 +1473,8 @@ test_set_str_replace(void **state)
     assert_int_equal(env.present, (1ull << PL_F_TEXT) | (1ull << PL_F_SESSION) | (1ull << PL_F_CID));
     /* stats replaced, too */
     int64_t a[] = {1, 2, 3}, b[] = {4};
-    assert_int_equal(pl_env_set_stats(&env, a, 3), 0);
-    assert_int_equal(pl_env_set_stats(&env, b, 1), 0);
+    assert_int_equal(pl_env_set_i64v(&env, PL_F_STATS, a, 3), 0);
+    assert_int_equal(pl_env_set_i64v(&env, PL_F_STATS, b, 1), 0);
     assert_int_equal(env.stats.n, 1);
     assert_true(env.stats.v[0] == 4);
     pl_env_reset(&env); /* LeakSanitizer checks the replaced strings were freed */

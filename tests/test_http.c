@@ -431,7 +431,12 @@ test_json_stats(void **state)
     for (int i = 0; i < PL_STAT_COUNT_; i++)
         stats[i] = 100 + i;
 
-    char *out = pl_http_json_stats(&edge, stats);
+    pl_models_t models;
+    char why[64];
+    assert_int_equal(pl_models_parse(NULL, 0, &models, why, sizeof why), 0);
+    int64_t mstats[PL_MSTAT_COUNT_] = {3, 1, 0, 2, 50, 7, 9};
+    char *out = pl_http_json_stats(&edge, stats, &models, mstats);
+    pl_models_free(&models);
     assert_non_null(out);
     cJSON *o = cJSON_Parse(out);
     assert_non_null(o);
@@ -499,10 +504,16 @@ test_json_stats(void **state)
                 (double) (edge.errors[PL_E_BUSY] + edge.errors[PL_E_AGAIN]));
     /* the groups are objects, and nothing else is at the top */
     static const char *const top[] = {"uptime",   "workers",  "shards", "connections", "frames", "errors",
-                                      "sessions", "messages", "turns",  "model",       "mailbox"};
+                                      "sessions", "messages", "turns",  "model",       "mailbox", "models"};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         assert_true(cJSON_HasObjectItem(o, top[i]));
     assert_int_equal(cJSON_GetArraySize(o), sizeof top / sizeof top[0]);
+    const cJSON *echo = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "models"), "echo");
+    assert_non_null(echo);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(echo, "backend")), "echo");
+    assert_int_equal((int) cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(echo, "requests")), 3);
+    assert_int_equal((int) cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(echo, "completion_tokens")), 9);
+    assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(echo, "ttfc_ms_avg")) == 25.0);
     cJSON_Delete(o);
     free(out);
 }

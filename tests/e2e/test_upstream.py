@@ -300,3 +300,20 @@ def test_unresolvable_host_is_an_error(make_server, tmp_path):
     done, frames, _ = _error_turn(srv, "nxdomain", "hi")
     assert done["finish_reason"] == "error"
     assert "model upstream failed" in done["error"] or "did not start answering" in done["error"], done["error"]
+
+
+def test_stats_per_model(llm_server):
+    async def body():
+        c = await Client.connect(llm_server)
+        await c.create_session(model_id="fake-openai")
+        await run_turn(c, "count this")
+        await run_turn(c, "and fail [[fault:status:500]]", model_errors=True)
+        await c.close()
+        models = http(llm_server, "GET", "/stats").json()["models"]
+        m = models["fake-openai"]
+        assert m["backend"] == "openai"
+        assert m["requests"] == 2 and m["failures"] == 1
+        assert m["first_chunks"] == 1 and m["ttfc_ms_avg"] >= 0
+        assert m["prompt_tokens"] > 0 and m["completion_tokens"] > 0
+        assert models["echo"]["requests"] == 0
+    run(body(), timeout=30)
