@@ -9,7 +9,10 @@ Prints, with median and p99:
   upstream socket -> curl -> model actor -> session actor -> edge -> WebSocket, plus
   the fake's own response start;
 - cancel: from the client sending `cancel` to it receiving `response_complete`
-  ("cancelled"), and to the upstream seeing its connection closed.
+  ("cancelled"), and to the upstream seeing its connection closed;
+- concurrency: N clients (--concurrent, default 1000), each streaming a slow answer
+  from the upstream at the same time; reports how many upstream streams were open at
+  once and how long the whole batch took.
 Until parley-bench exists this is the reproducible command behind the figures quoted in
 issue notes."""
 
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -48,6 +52,8 @@ async def recv_until(ws, type_):
 
 
 async def main(args):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # clients and fake server share this process
     up = FakeUpstream(delay_ms=0)
     up.start()
     with socket.socket() as s:
@@ -97,6 +103,21 @@ async def main(args):
         print(summary("relay (upstream accepts -> first chunk at client)", relay))
         print(summary("cancel -> response_complete at client", cancel_client))
         print(summary("cancel -> upstream sees the close", cancel_upstream))
+        if args.concurrent:
+            async def one(i):
+                async with websockets.connect(f"ws://127.0.0.1:{port}/ws", open_timeout=60) as w:
+                    await w.recv()
+                    await w.send(json.dumps({"type": "create_session", "model_id": "fake"}))
+                    await recv_until(w, "session_created")
+                    await w.send(json.dumps({"type": "chat", "message": f"c{i} [[fault:slow:300]] a b c"}))
+                    done, _ = await recv_until(w, "response_complete")
+                    return done["finish_reason"]
+            t0 = time.time()
+            results = await asyncio.gather(*(one(i) for i in range(args.concurrent)))
+            took = time.time() - t0
+            ok = sum(r == "stop" for r in results)
+            print(f"concurrency: {ok}/{args.concurrent} answers complete, peak upstream streams open at once "
+                  f"{up.peak_streams}, batch {took:.1f} s")
     finally:
         proc.terminate()
         proc.wait(10)
@@ -109,4 +130,5 @@ if __name__ == "__main__":
     ap.add_argument("parleyd")
     ap.add_argument("--turns", type=int, default=200)
     ap.add_argument("--cancels", type=int, default=50)
+    ap.add_argument("--concurrent", type=int, default=1000)
     asyncio.run(main(ap.parse_args()))
