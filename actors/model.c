@@ -45,7 +45,7 @@ typedef struct {
 
 static void s_up_chunk(void *arg, uint64_t tag, const char *text);
 static void s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error,
-                      long status, long retry_after);
+                      long status, long retry_after, size_t malformed);
 static const pl_upstream_sink_t s_sink = {s_up_chunk, s_up_done};
 
 static void *
@@ -303,7 +303,7 @@ s_up_chunk(void *arg, uint64_t tag, const char *text)
 
 static void
 s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, const char *error, long status,
-          long retry_after)
+          long retry_after, size_t malformed)
 {
     self_t *self = arg;
     ssize_t i = s_find_tag(self, tag);
@@ -311,6 +311,7 @@ s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, c
         return;
     s_stream_t *s = &self->streams[i];
     s_count_done(self, s, finish, ptok, ctok);
+    s_mstat(self, s)[PL_MSTAT_MALFORMED] += (int64_t) malformed;
     pl_env_t done;
     pl_env_init(&done, PL_MSG_MODEL_DONE);
     pl_env_set_i64(&done, PL_F_FINISH, finish);

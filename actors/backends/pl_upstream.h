@@ -21,9 +21,10 @@ typedef struct {
     void (*chunk)(void *arg, uint64_t tag, const char *text);
     /* Stream `tag` ended: finish is a pl_finish_t; `error` (may be NULL) is
        shown to clients; `status` the upstream's HTTP status (0: none);
-       `retry_after` its Retry-After in seconds (0: none). */
+       `retry_after` its Retry-After in seconds (0: none); `malformed` the
+       stream items that could not be read (skipped). */
     void (*done)(void *arg, uint64_t tag, int64_t finish, int64_t prompt_tokens, int64_t completion_tokens,
-                 const char *error, long status, long retry_after);
+                 const char *error, long status, long retry_after, size_t malformed);
 } pl_upstream_sink_t;
 
 typedef struct {

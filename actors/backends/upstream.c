@@ -222,7 +222,7 @@ s_reap(pl_upstream_t *self)
         if (x->malformed)
             pl_log_warn("upstream", "tag=%llu malformed_items=%zu", (unsigned long long) x->tag, x->malformed);
         self->sink.done(self->arg, x->tag, finish, x->ptok, x->ctok, finish == PL_FINISH_ERROR ? why : NULL,
-                        x->status, (long) retry);
+                        x->status, (long) retry, x->malformed);
         s_xfer_free(self, x);
     }
 }
@@ -417,7 +417,7 @@ pl_upstream_on_timer(pl_upstream_t *self, int64_t now)
         char why[128];
         snprintf(why, sizeof why, x->got_byte ? "the model stalled: no data for %ld ms"
                                               : "the model did not start answering within %ld ms", limit);
-        self->sink.done(self->arg, x->tag, PL_FINISH_ERROR, x->ptok, x->ctok, why, x->status, 0);
+        self->sink.done(self->arg, x->tag, PL_FINISH_ERROR, x->ptok, x->ctok, why, x->status, 0, x->malformed);
         s_xfer_free(self, x);
     }
 }

@@ -189,7 +189,7 @@ def test_stream_dying_mid_answer_keeps_partial_text(llm_server, model):
 
 
 @pytest.mark.parametrize("model", BACKENDS)
-def test_malformed_stream_lines_are_skipped(llm_server, model):
+def test_malformed_stream_lines_are_skipped_and_counted(llm_server, model):
     async def body():
         c = await Client.connect(llm_server)
         await c.create_session(model_id=model)
@@ -197,7 +197,34 @@ def test_malformed_stream_lines_are_skipped(llm_server, model):
         assert frames[-1]["finish_reason"] == "stop"
         assert answer_text(frames) == "Fake turn 1 (1 messages, system: no): odd lines [[fault:malformed]]"
         await c.close()
+        # one malformed item after every word
+        assert http(llm_server, "GET", "/stats").json()["models"][model]["malformed_items"] >= 5
     run(body(), timeout=30)
+
+
+def test_shutdown_aborts_upstream_streams(upstream, make_server, tmp_path):
+    """SIGTERM while answers stream: exit 0, clients closed with 1001, and the upstream sees
+    every one of its connections closed."""
+    models = tmp_path / "models.json"
+    models.write_text(json.dumps([{"name": "m", "backend": "openai", "base_url": upstream.url + "/v1",
+                                   "api_key_env": "FAKE_KEY"}]))
+    srv = make_server("--models", str(models), env={"FAKE_KEY": KEY})
+
+    async def body():
+        clients = []
+        for i in range(5):
+            c = await Client.connect(srv)
+            await c.create_session(model_id="m")
+            await c.send({"type": "chat", "message": f"shutdown-{i} [[fault:slow:500]] a b c d e f"})
+            await c.recv_until("chunk", timeout=10)
+            clients.append(c)
+        srv.stop()          # SIGTERM; asserts exit status 0
+        for c in clients:
+            assert await c.closed_code(timeout=10) == 1001
+        for i in range(5):
+            recs = [r for r in upstream.requests if f"shutdown-{i}" in json.dumps(r.get("body"))]
+            assert recs and recs[-1]["client_closed_early"], recs
+    run(body(), timeout=40)
 
 
 def test_stalled_upstream_times_out(llm_server):
