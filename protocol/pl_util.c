@@ -61,6 +61,52 @@ pl_hash(const char *s)
     return h;
 }
 
+/* Length of the well-formed UTF-8 sequence at p, or 0. */
+static size_t
+s_utf8_len(const unsigned char *p)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        lo = c == 0xE0 ? 0xA0 : 0x80;
+        hi = c == 0xED ? 0x9F : 0xBF;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        lo = c == 0xF0 ? 0x90 : 0x80;
+        hi = c == 0xF4 ? 0x8F : 0xBF;
+    } else
+        return 0;
+    if (p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+size_t
+pl_utf8_scrub(char *s)
+{
+    size_t replaced = 0;
+    unsigned char *p = (unsigned char *) s;
+    while (*p) {
+        size_t n = s_utf8_len(p);
+        if (n == 0) {
+            *p++ = '?';
+            replaced++;
+        } else {
+            p += n;
+        }
+    }
+    return replaced;
+}
+
 int64_t
 pl_now_ms(void)
 {

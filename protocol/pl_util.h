@@ -19,6 +19,12 @@ bool pl_id_valid(const char *s);
 /* FNV-1a over a string; the shard of an id is pl_hash(id) % shards. */
 uint64_t pl_hash(const char *s);
 
+/* Replaces, in place, every byte of `s` that is not part of a well-formed
+   UTF-8 sequence (RFC 3629: no overlongs, no surrogates, <= U+10FFFF) with
+   '?'. Returns how many bytes it replaced. Text from outside (model APIs)
+   goes through this before it reaches a WebSocket text frame. */
+size_t pl_utf8_scrub(char *s);
+
 /* Monotonic milliseconds, for timers. */
 int64_t pl_now_ms(void);
 /* Wall-clock seconds since the epoch, with microseconds. */

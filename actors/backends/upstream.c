@@ -100,8 +100,10 @@ s_on_item(s_xfer_t *x, const char *data, size_t len)
         x->malformed++;
         return 0;
     }
-    if (ev.text && ev.text[0] && !x->done)
+    if (ev.text && ev.text[0] && !x->done) {
+        pl_utf8_scrub(ev.text); /* a client's text frame must stay valid UTF-8 */
         x->up->sink.chunk(x->up->arg, x->tag, ev.text);
+    }
     if (ev.has_usage) {
         x->ptok = ev.prompt_tokens;
         x->ctok = ev.completion_tokens;
