@@ -167,7 +167,13 @@ s_handle_generate(self_t *self, pl_env_t *env)
         s.tag = ++self->next_tag;
         int rc = pl_upstream_start(self->up, s.tag, m, env);
         if (rc != 0) {
-            s_done(self, &s, PL_FINISH_ERROR, "the model request could not be made");
+            char why[400];
+            if (rc == -PL_E_AUTH_FAILED)
+                snprintf(why, sizeof why, "model %s: its API key variable %s is not set or not valid", m->name,
+                         m->api_key_env);
+            else
+                snprintf(why, sizeof why, "model %s: the request could not be made", m->name);
+            s_done(self, &s, PL_FINISH_ERROR, why);
             return;
         }
         s.st = self->up; /* marks the stream live; never freed through here */

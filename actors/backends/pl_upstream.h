@@ -16,6 +16,8 @@
 
 typedef struct pl_upstream pl_upstream_t;
 
+/* Sink callbacks run inside curl's callbacks: they must not call any
+   pl_upstream_* function (curl refuses recursive calls). */
 typedef struct {
     /* A content delta of stream `tag` (text borrowed). */
     void (*chunk)(void *arg, uint64_t tag, const char *text);

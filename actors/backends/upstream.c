@@ -43,6 +43,7 @@ typedef struct s_xfer {
     int64_t ptok, ctok;
     char *error;
     size_t malformed;
+    char key_env[PL_ENV_NAME_MAX + 1]; /* to redact the key's value from error texts */
     int64_t last_ms; /* start, then the last byte received: the idle clock */
     bool got_byte;   /* the first-byte limit applies until then, the idle one after */
 } s_xfer_t;
@@ -75,8 +76,10 @@ s_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
     }
     short ev = (short) (((what & CURL_POLL_IN) ? PL_POLL_IN : 0) | ((what & CURL_POLL_OUT) ? PL_POLL_OUT : 0));
     if (i == self->nsocks) {
+        /* CURLMOPT_MAX_TOTAL_CONNECTIONS keeps curl well under this; -1
+           would mark the whole multi handle dead, not one transfer. */
         if (self->nsocks >= PL_POLL_FDS_MAX)
-            return -1; /* curl fails that transfer */
+            return -1;
         self->nsocks++;
     }
     self->socks[i] = (pl_pollfd_t){(int) s, ev, 0};
@@ -181,6 +184,33 @@ s_xfer_free(pl_upstream_t *self, s_xfer_t *x)
     free(x);
 }
 
+/* Replaces every occurrence of the transfer's API key in `text` (in place)
+   with "[redacted]": an upstream error body may echo the key, and the
+   vendor module only recognises some key shapes. */
+static void
+s_redact(const s_xfer_t *x, char *text, size_t size)
+{
+    const char *key = x->key_env[0] ? getenv(x->key_env) : NULL;
+    size_t klen = key ? strlen(key) : 0;
+    if (klen < 4 || !strstr(text, key))
+        return;
+    char out[512];
+    size_t o = 0;
+    for (const char *p = text; *p && o + 1 < sizeof out;) {
+        if (strncmp(p, key, klen) == 0) {
+            o += (size_t) snprintf(out + o, sizeof out - o, "[redacted]");
+            p += klen;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    o = o < sizeof out ? o : sizeof out - 1;
+    out[o] = '\0';
+    size_t n = o < size ? o : size - 1;
+    memcpy(text, out, n);
+    text[n] = '\0';
+}
+
 /* Hands finished transfers to the sink. */
 static void
 s_reap(pl_upstream_t *self)
@@ -218,6 +248,7 @@ s_reap(pl_upstream_t *self)
             finish = x->finish >= 0 ? x->finish : PL_FINISH_STOP;
         }
         free(msg);
+        s_redact(x, why, sizeof why);
         curl_off_t retry = 0;
         if (finish == PL_FINISH_ERROR && curl_easy_getinfo(x->easy, CURLINFO_RETRY_AFTER, &retry) != CURLE_OK)
             retry = 0;
@@ -248,6 +279,9 @@ pl_upstream_new(const pl_upstream_sink_t *sink, void *arg, const pl_upstream_lim
     curl_multi_setopt(self->multi, CURLMOPT_SOCKETDATA, self);
     curl_multi_setopt(self->multi, CURLMOPT_TIMERFUNCTION, s_timer_cb);
     curl_multi_setopt(self->multi, CURLMOPT_TIMERDATA, self);
+    /* Past this many connections curl queues transfers itself (a connect
+       may hold two sockets while happy-eyeballs races). */
+    curl_multi_setopt(self->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) (PL_POLL_FDS_MAX / 2 - 16));
     return self;
 }
 
@@ -309,6 +343,14 @@ pl_upstream_start(pl_upstream_t *self, uint64_t tag, const pl_model_t *model, co
         goto fail;
     rc = -PL_E_NOMEM;
     const char *key = model->api_key_env[0] ? getenv(model->api_key_env) : NULL;
+    rc = -PL_E_AUTH_FAILED;
+    if (model->api_key_env[0] && (!key || !*key))
+        goto fail; /* the variable the models table names is not set */
+    for (const char *k = key; k && *k; k++)
+        if ((unsigned char) *k < 0x21 || (unsigned char) *k == 0x7F)
+            goto fail; /* no spaces, CR, LF: it goes into a header line */
+    rc = -PL_E_NOMEM;
+    snprintf(x->key_env, sizeof x->key_env, "%s", model->api_key_env);
     if (s_header(x, "Content-Type", "application/json") != 0 ||
         s_header(x, "Accept", x->nd ? "application/x-ndjson" : "text/event-stream") != 0)
         goto fail;
@@ -379,6 +421,13 @@ pl_upstream_fds(pl_upstream_t *self, pl_pollfd_t *fds, int max)
 void
 pl_upstream_on_fd(pl_upstream_t *self, const pl_pollfd_t *fd)
 {
+    /* readiness gathered before an earlier callback closed (or reused)
+       this socket is stale: act only on sockets curl still watches */
+    int i = 0;
+    while (i < self->nsocks && (self->socks[i].fd != fd->fd || self->socks[i].events != fd->events))
+        i++;
+    if (i == self->nsocks)
+        return;
     int ev = ((fd->revents & PL_POLL_IN) ? CURL_CSELECT_IN : 0) | ((fd->revents & PL_POLL_OUT) ? CURL_CSELECT_OUT : 0) |
              ((fd->revents & PL_POLL_ERR) ? CURL_CSELECT_ERR : 0);
     int running = 0;

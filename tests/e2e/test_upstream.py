@@ -44,6 +44,10 @@ def llm_server(upstream, make_server):
          "model": "llama-fake", "api_key_env": "FAKE_KEY"},
         {"name": "wrong-key", "backend": "openai", "base_url": upstream.url + "/v1",
          "model": "gpt-fake", "api_key_env": "WRONG_KEY"},
+        {"name": "nokey", "backend": "openai", "base_url": upstream.url + "/v1",
+         "model": "gpt-fake", "api_key_env": "PARLEY_TEST_UNSET_KEY"},
+        {"name": "badkey", "backend": "openai", "base_url": upstream.url + "/v1",
+         "model": "gpt-fake", "api_key_env": "BAD_KEY"},
         {"name": "nowhere", "backend": "openai", "base_url": f"http://127.0.0.1:{_closed_port()}/v1",
          "model": "gpt-fake", "api_key_env": "FAKE_KEY"},
     ]
@@ -51,7 +55,7 @@ def llm_server(upstream, make_server):
     with os.fdopen(fd, "w") as f:
         json.dump(models, f)
     srv = make_server("--models", path, "--upstream-idle-ms", "3000", "--upstream-connect-ms", "2000",
-                      env={"FAKE_KEY": KEY, "WRONG_KEY": "sk-wrong"})
+                      env={"FAKE_KEY": KEY, "WRONG_KEY": "sk-wrong", "BAD_KEY": "abc\r\nX-Injected: yes"})
     yield srv
     os.unlink(path)
 
@@ -153,6 +157,16 @@ def test_wrong_key_is_an_error_and_key_never_leaks(llm_server):
     assert KEY not in stats and "sk-wrong" not in stats
     log = llm_server.stderr_text()
     assert KEY not in log and "sk-wrong" not in log
+
+
+@pytest.mark.parametrize("model,var", [("nokey", "PARLEY_TEST_UNSET_KEY"), ("badkey", "BAD_KEY")])
+def test_missing_or_malformed_key_fails_fast(llm_server, upstream, model, var):
+    before = len(upstream.requests)
+    done, frames, _ = _error_turn(llm_server, model, "hi")
+    assert done["finish_reason"] == "error"
+    assert f"API key variable {var} is not set or not valid" in done["error"]
+    assert "X-Injected" not in json.dumps(frames)
+    assert len(upstream.requests) == before   # nothing was sent upstream
 
 
 def test_connection_refused_is_an_error(llm_server):
