@@ -63,6 +63,18 @@ def llm_server(upstream, make_server):
 BACKENDS = ["fake-openai", "fake-gemini", "fake-ollama"]
 
 
+async def wait_upstream_closed(upstream, marker, timeout=5):
+    """Waits until the fake upstream saw parleyd close the request whose body holds
+    `marker` before its response ended (how an aborted transfer looks upstream)."""
+    deadline = asyncio.get_event_loop().time() + timeout
+    while asyncio.get_event_loop().time() < deadline:
+        recs = [r for r in upstream.requests if marker in json.dumps(r.get("body"))]
+        if recs and recs[-1].get("client_closed_early"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the upstream did not see its connection closed ({marker})")
+
+
 @pytest.mark.parametrize("model", BACKENDS)
 def test_backend_streams_multi_turn_answers(llm_server, model):
     async def body():
@@ -286,14 +298,7 @@ def test_cancel_aborts_the_upstream_transfer(llm_server, upstream, model):
         hist = http(llm_server, "GET", f"/sessions/{sid}").json()
         assert hist["messages"][-1]["role"] == "assistant"
         assert hist["messages"][-1]["content"] == partial
-
-        def seen_close():
-            recs = [r for r in upstream.requests if marker in json.dumps(r.get("body"))]
-            return recs and recs[-1].get("client_closed_early")
-        deadline = asyncio.get_event_loop().time() + 5
-        while not seen_close() and asyncio.get_event_loop().time() < deadline:
-            await asyncio.sleep(0.05)
-        assert seen_close(), "the upstream did not see its connection closed"
+        await wait_upstream_closed(upstream, marker)
         await c.close()
     run(body(), timeout=30)
 
@@ -308,14 +313,7 @@ def test_deleting_a_session_aborts_its_upstream_transfer(llm_server, upstream):
         assert http(llm_server, "DELETE", f"/sessions/{sid}").status == 200
         frames = await c.recv_until("session_update", update_type="session_deleted", timeout=10)
         assert any(f["type"] == "response_complete" and f["finish_reason"] == "cancelled" for f in frames)
-        deadline = asyncio.get_event_loop().time() + 5
-        while asyncio.get_event_loop().time() < deadline:
-            recs = [r for r in upstream.requests if marker in json.dumps(r.get("body"))]
-            if recs and recs[-1].get("client_closed_early"):
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the upstream did not see its connection closed")
+        await wait_upstream_closed(upstream, marker)
         await c.close()
     run(body(), timeout=30)
 
