@@ -133,19 +133,31 @@ s_send(self_t *self, const s_stream_t *s, pl_env_t *env)
     pl_env_reset(env);
 }
 
+/* Sends MODEL_DONE for stream s and counts it. `usage` ({prompt,
+   completion}) NULL: the echo backend's own counts, if it ran. */
 static void
-s_done(self_t *self, const s_stream_t *s, int64_t finish, const char *error)
+s_done(self_t *self, const s_stream_t *s, int64_t finish, const int64_t *usage, const char *error, long status,
+       long retry_after)
 {
     pl_env_t done;
     pl_env_init(&done, PL_MSG_MODEL_DONE);
     pl_env_set_i64(&done, PL_F_FINISH, finish);
     int64_t ptok = 0, ctok = 0;
-    if (s->st && s->backend) {
+    if (usage) {
+        ptok = usage[0];
+        ctok = usage[1];
+    } else if (s->st && s->backend) {
         s->backend->usage(s->st, &ptok, &ctok);
+    }
+    if (usage || (s->st && s->backend)) {
         pl_env_set_i64(&done, PL_F_PTOK, ptok);
         pl_env_set_i64(&done, PL_F_CTOK, ctok);
     }
     s_count_done(self, s, finish, ptok, ctok);
+    if (status)
+        pl_env_set_i64(&done, PL_F_STATUS, status);
+    if (retry_after > 0)
+        pl_env_set_i64(&done, PL_F_RETRY, retry_after);
     if (error)
         pl_env_set_str(&done, PL_F_TEXT, error);
     s_send(self, s, &done);
@@ -173,7 +185,7 @@ s_handle_generate(self_t *self, pl_env_t *env)
                          m->api_key_env);
             else
                 snprintf(why, sizeof why, "model %s: the request could not be made", m->name);
-            s_done(self, &s, PL_FINISH_ERROR, why);
+            s_done(self, &s, PL_FINISH_ERROR, NULL, why, 0, 0);
             return;
         }
         s.st = self->up; /* marks the stream live; never freed through here */
@@ -195,7 +207,7 @@ s_handle_generate(self_t *self, pl_env_t *env)
         else if (s.st)
             pl_upstream_cancel(self->up, s.tag);
         s.st = NULL;
-        s_done(self, &s, PL_FINISH_ERROR, "the model could not start: out of memory");
+        s_done(self, &s, PL_FINISH_ERROR, NULL, "the model could not start: out of memory", 0, 0);
         return;
     }
     self->streams[self->nstreams++] = s;
@@ -273,7 +285,7 @@ s_on_timer(void *self_, int64_t now)
             continue; /* a zero delay streams the whole answer in one go */
         }
         if (r == PL_STEP_DONE) {
-            s_done(self, s, finish, NULL);
+            s_done(self, s, finish, NULL, NULL, 0, 0);
             s_remove(self, i);
             continue;
         }
@@ -316,20 +328,8 @@ s_up_done(void *arg, uint64_t tag, int64_t finish, int64_t ptok, int64_t ctok, c
     if (i < 0)
         return;
     s_stream_t *s = &self->streams[i];
-    s_count_done(self, s, finish, ptok, ctok);
     s_mstat(self, s)[PL_MSTAT_MALFORMED] += (int64_t) malformed;
-    pl_env_t done;
-    pl_env_init(&done, PL_MSG_MODEL_DONE);
-    pl_env_set_i64(&done, PL_F_FINISH, finish);
-    pl_env_set_i64(&done, PL_F_PTOK, ptok);
-    pl_env_set_i64(&done, PL_F_CTOK, ctok);
-    if (status)
-        pl_env_set_i64(&done, PL_F_STATUS, status);
-    if (retry_after > 0)
-        pl_env_set_i64(&done, PL_F_RETRY, retry_after);
-    if (error)
-        pl_env_set_str(&done, PL_F_TEXT, error);
-    s_send(self, s, &done);
+    s_done(self, s, finish, (const int64_t[]){ptok, ctok}, error, status, retry_after);
     /* the transfer is already gone: drop the stream without cancelling */
     self->streams[i] = self->streams[--self->nstreams];
 }

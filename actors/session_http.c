@@ -82,9 +82,7 @@ session_handle_http(self_t *self, pl_env_t *env)
         s_info(s, &info);
         pl_env_sessv_add(&reply, &info);
         reply.present |= 1ull << PL_F_HIST;
-        size_t from = s->nhist, bytes = 0;
-        while (from > 0 && bytes + strlen(s->hist[from - 1].text) <= PL_HTTP_HISTORY_MAX)
-            bytes += strlen(s->hist[--from].text);
+        size_t from = session_hist_window(s, s->nhist, PL_HTTP_HISTORY_MAX, false);
         pl_env_set_bool(&reply, PL_F_FLAG, from > 0); /* truncated */
         for (size_t i = from; i < s->nhist; i++)
             pl_env_hist_add(&reply, &s->hist[i]);

@@ -65,6 +65,10 @@ void session_typing(self_t *self, s_session_t *s, s_member_t *m, bool typing);
 bool session_model_ok(self_t *self, const char *model);
 char *session_dup(const char *s);
 s_session_t *session_create(self_t *self, const pl_env_t *req, int *code, const char **why);
+/* Where the newest messages before history index `end` start, when their
+   texts together fit `budget` bytes (the newest one always, with
+   `at_least_one`). Turns (--max-context) and GET replies use it. */
+size_t session_hist_window(const s_session_t *s, size_t end, size_t budget, bool at_least_one);
 void session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_chunk(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_done(self_t *self, s_session_t *s, pl_env_t *env);

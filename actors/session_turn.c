@@ -11,6 +11,20 @@
 #include "../transport/pl_log.h"
 #include "session_int.h"
 
+size_t
+session_hist_window(const s_session_t *s, size_t end, size_t budget, bool at_least_one)
+{
+    size_t from = end, bytes = 0;
+    while (from > 0) {
+        size_t n = strlen(s->hist[from - 1].text);
+        if (bytes + n > budget && !(at_least_one && from == end))
+            break;
+        bytes += n;
+        from--;
+    }
+    return from;
+}
+
 /* Index of message `id` in the history, or -1 (searched from the newest). */
 static ssize_t
 s_hist_find(const s_session_t *s, const char *id)
@@ -73,11 +87,7 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
 
     ssize_t last = s_hist_find(s, chat->msgid);
     size_t end = last >= 0 ? (size_t) last + 1 : s->nhist; /* history cleared meanwhile: all of it */
-    size_t from = end, bytes = 0;
-    while (from > 0 && (from == end || bytes + strlen(s->hist[from - 1].text) <= (size_t) self->cfg->max_context)) {
-        bytes += strlen(s->hist[from - 1].text);
-        from--;
-    }
+    size_t from = session_hist_window(s, end, (size_t) self->cfg->max_context, true);
 
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_STATUS);
