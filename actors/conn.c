@@ -237,14 +237,12 @@ s_handle(void *self_, pl_env_t *env)
         break;
     case PL_MSG_TYPING:
     case PL_MSG_CANCEL:
+    case PL_MSG_READ:
         if (s_resolve(self, c, env))
             s_forward(self, env);
         break;
     case PL_MSG_MEMBER_GONE:
         s_remove_joined(c, env->session);
-        break;
-    case PL_MSG_READ:
-        pl_actor_error(self->actor, conn, env->cid, PL_E_INTERNAL, "read receipts are not served yet");
         break;
     default:
         break;

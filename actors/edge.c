@@ -219,7 +219,12 @@ static void
 s_dispatch(pl_edge_t *self, pl_env_t *env)
 {
     if (env->type == PL_MSG_TERM) {
-        s_begin_stop(self);
+        if (!pl_edge_drain_begin(self, self->ctx))
+            s_begin_stop(self);
+        return;
+    }
+    if (env->type == PL_MSG_DRAINED) {
+        pl_edge_drain_report(self, env);
         return;
     }
     if (env->type == PL_MSG_HTTP_REPLY || env->type == PL_MSG_STATS_REPLY) {
@@ -227,6 +232,12 @@ s_dispatch(pl_edge_t *self, pl_env_t *env)
         return;
     }
     if (env->type >= PL_MSG_EV_MESSAGE_ADDED && env->type <= PL_MSG_EV_DELETED) {
+        if (pl_env_has(env, PL_F_TO)) { /* a replayed event, for one connection */
+            pss_t *to = s_find(self, env->to);
+            if (to)
+                s_send_to(self, to, env);
+            return;
+        }
         s_fanout(self, env);
         return;
     }
@@ -468,7 +479,7 @@ s_ws_filter(pl_edge_t *self, struct lws *wsi)
 {
     char path[128] = "";
     lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI);
-    if (self->stopping || strcmp(path, "/ws") != 0)
+    if (self->stopping || self->draining || strcmp(path, "/ws") != 0)
         return -1;
     if (self->stats.conns_current >= self->cfg->max_connections) {
         self->stats.conns_rejected++;
@@ -599,6 +610,8 @@ s_main(void *arg)
     memset(&sul, 0, sizeof sul);
     int64_t deadline = 0;
     for (;;) {
+        if (!self->stopping && pl_edge_drain_poll(self, ctx))
+            s_begin_stop(self);
         if (self->stopping) {
             if (!deadline) {
                 deadline = pl_now_ms() + S_STOP_GRACE_US / 1000;
@@ -614,6 +627,7 @@ s_main(void *arg)
     self->ctx = NULL;
     pthread_mutex_unlock(&self->ring_lock);
     lws_sul_cancel(&sul);
+    pl_edge_drain_end(self);
     lws_context_destroy(ctx);
     pl_mailbox_destroy(&self->box);
     pl_outbox_destroy(&self->out);

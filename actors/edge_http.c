@@ -125,7 +125,7 @@ s_ask(pl_edge_t *self, pss_t *pss, pl_msg_t type, pl_kind_t kind, const pl_env_t
         if (pl_outbox_send_session(self->out, kind, env.session, &env) == 0)
             pss->waiting++;
     } else {
-        for (unsigned i = 0; i < pl_runtime_shards(self->rt); i++)
+        for (unsigned i = 0; i < pl_runtime_kind_shards(self->rt, kind); i++)
             if (pl_outbox_send(self->out, kind, i, &env) == 0)
                 pss->waiting++;
     }
@@ -219,13 +219,19 @@ s_request(pl_edge_t *self, struct lws *wsi, pss_t *pss, const char *path)
         if (!s_begin(self, pss))
             break;
         s_ask(self, pss, PL_MSG_STATS_REQ, PL_KIND_SESSION, NULL);
+        if (pss->waiting > 0)
+            s_ask(self, pss, PL_MSG_STATS_REQ, PL_KIND_STORE, NULL);
         if (pss->match.route == PL_ROUTE_STATS && pss->waiting > 0)
             s_ask(self, pss, PL_MSG_STATS_REQ, PL_KIND_MODEL, NULL);
         break;
     case PL_ROUTE_SESSIONS:
+        /* the sessions in memory (live member counts) and the stored ones */
         pss->acc.present |= 1ull << PL_F_SESSV; /* an empty list is still a list */
-        if (s_begin(self, pss))
-            s_ask(self, pss, PL_MSG_HTTP_LIST, PL_KIND_SESSION, NULL);
+        if (!s_begin(self, pss))
+            break;
+        s_ask(self, pss, PL_MSG_HTTP_LIST, PL_KIND_SESSION, NULL);
+        if (pss->waiting > 0)
+            s_ask(self, pss, PL_MSG_HTTP_LIST, PL_KIND_STORE, NULL);
         break;
     case PL_ROUTE_SESSION:
         s_ask_session(self, pss, pss->method == PL_METHOD_DELETE ? PL_MSG_HTTP_DELETE : PL_MSG_HTTP_GET);
@@ -310,6 +316,32 @@ s_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* A session both in memory and in the store is listed once, as in memory
+   (members live); stored ones (members -1) show 0 members. */
+static void
+s_dedupe_sessions(pl_sessv_t *v)
+{
+    pl_map_t *live = pl_map_new(NULL);
+    if (!live)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        if (v->v[i].members >= 0)
+            pl_map_put(live, v->v[i].id, &v->v[i]);
+    size_t out = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        pl_sessinfo_t *e = &v->v[i];
+        if (e->members < 0 && pl_map_get(live, e->id)) {
+            free(e->id), free(e->model), free(e->kind), free(e->name);
+            continue;
+        }
+        if (e->members < 0)
+            e->members = 0;
+        v->v[out++] = *e;
+    }
+    v->n = out;
+    pl_map_destroy(&live);
+}
+
 /* Renders the gathered replies of a finished request. */
 static void
 s_finish(pl_edge_t *self, pss_t *pss, pl_env_t *last)
@@ -329,6 +361,7 @@ s_finish(pl_edge_t *self, pss_t *pss, pl_env_t *last)
         return;
     }
     case PL_ROUTE_SESSIONS:
+        s_dedupe_sessions(&pss->acc.sessv);
         s_respond_json(pss, 200, pl_http_json_sessions(&pss->acc.sessv));
         return;
     default:
@@ -378,8 +411,12 @@ pl_edge_http_reply(pl_edge_t *self, pl_env_t *env)
                 pss->acc.mstats.v[i] += env->mstats.v[i];
         }
     } else if (env->type == PL_MSG_HTTP_REPLY && pss->match.route == PL_ROUTE_SESSIONS) {
-        for (size_t i = 0; i < env->sessv.n; i++)
-            pl_env_sessv_add(&pss->acc, &env->sessv.v[i]);
+        bool stored = pl_env_has(env, PL_F_FLAG) && env->flag; /* from the store */
+        for (size_t i = 0; i < env->sessv.n; i++) {
+            pl_sessinfo_t info = env->sessv.v[i];
+            info.members = stored ? -1 : info.members; /* marks it for s_dedupe_sessions */
+            pl_env_sessv_add(&pss->acc, &info);
+        }
     }
     if (--pss->waiting > 0)
         return;

@@ -72,7 +72,20 @@ struct pl_edge {
     double started_at;
     pl_dialect_limits_t lim;
     pl_edge_stats_t stats;
+    /* graceful stop (edge_drain.c) */
+    bool draining, drain_interrupted;
+    int64_t drain_deadline;
+    int64_t drain_running[PL_SHARDS_MAX]; /* per session shard; -1: not heard */
+    lws_sorted_usec_list_t drain_sul;
 };
+
+/* edge_drain.c: SIGTERM. begin: false when there is nothing to wait for
+   (--shutdown-grace 0 or already draining); poll: true when it is time to
+   close the clients. */
+bool pl_edge_drain_begin(pl_edge_t *self, struct lws_context *ctx);
+void pl_edge_drain_report(pl_edge_t *self, const pl_env_t *env);
+bool pl_edge_drain_poll(pl_edge_t *self, struct lws_context *ctx);
+void pl_edge_drain_end(pl_edge_t *self);
 
 /* edge_http.c */
 int pl_edge_http_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, pss_t *pss,

@@ -93,6 +93,7 @@ main(int argc, char **argv)
     pl_runtime_register(rt, PL_KIND_CONN, &pl_conn_actor, &cfg);
     pl_runtime_register(rt, PL_KIND_SESSION, &pl_session_actor, &cfg);
     pl_runtime_register(rt, PL_KIND_MODEL, &pl_model_actor, &cfg);
+    pl_runtime_register_own(rt, PL_KIND_STORE, &pl_store_actor, &cfg);
     edge = pl_edge_new(&cfg, rt); /* before start: it installs the doorbell */
     if (!edge || pl_runtime_start(rt) != 0 || pl_edge_start(edge) != 0)
         goto out;

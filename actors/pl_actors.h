@@ -8,6 +8,7 @@
 extern const pl_actor_ops_t pl_conn_actor;    /* conn.c    */
 extern const pl_actor_ops_t pl_session_actor; /* session.c */
 extern const pl_actor_ops_t pl_model_actor;   /* model.c   */
+extern const pl_actor_ops_t pl_store_actor;   /* store.c: one shard, own thread */
 
 /* Sends an ERROR for connection `conn` to the edge (echoing `cid` when not
    NULL). `text` is shown to the client: no secrets, no content. */

@@ -5,9 +5,15 @@
     turn and the turns queued behind it. Every session event leaves here as
     one envelope to the edge, which fans it out to the members' sockets.
 
+    Every persistent event (those that advance seq) also goes to the store
+    actor and into the session's ring of recent events; a session with no
+    members is evicted after --cleanup-interval and loaded again from the
+    store when someone asks for it.
+
     This file: the shard's lifecycle, sessions and membership, and the
     dispatch of every envelope. Turns are in session_turn.c, the HTTP
-    requests in session_http.c; session_int.h is what the three share. */
+    requests in session_http.c, the store (loading, eviction, resuming) in
+    session_store.c; session_int.h is what they share. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +49,10 @@ session_free(void *p)
     free(s->hist);
     free(s->pending);
     free(s->members);
+    session_ring_free(s);
+    for (size_t i = 0; i < s->njoiners; i++)
+        free(s->joiners[i].cid);
+    free(s->joiners);
     free(s->model);
     free(s->kind);
     free(s->name);
@@ -50,6 +60,18 @@ session_free(void *p)
     free(s->turn_model);
     free(s->answer);
     free(s);
+}
+
+static void
+s_parked_free(void *p)
+{
+    s_parked_t *q = p;
+    if (!q)
+        return;
+    for (size_t i = 0; i < q->n; i++)
+        pl_env_reset(&q->v[i]);
+    free(q->v);
+    free(q);
 }
 
 static void *
@@ -61,8 +83,12 @@ s_self_new(const pl_actor_t *actor)
     self->actor = actor;
     self->cfg = actor->arg;
     self->sessions = pl_map_new(session_free);
+    self->loading = pl_map_new(s_parked_free);
     self->max_sessions = (size_t) (self->cfg->max_sessions + actor->shards - 1) / actor->shards;
-    if (!self->sessions) {
+    self->next_sweep = pl_now_ms() + 1000;
+    if (!self->sessions || !self->loading) {
+        pl_map_destroy(&self->sessions);
+        pl_map_destroy(&self->loading);
         free(self);
         return NULL;
     }
@@ -76,6 +102,7 @@ s_self_destroy(void **self_p)
     if (!self)
         return;
     pl_map_destroy(&self->sessions);
+    pl_map_destroy(&self->loading);
     free(self);
     *self_p = NULL;
 }
@@ -106,15 +133,27 @@ session_member_gone(self_t *self, uint64_t conn, const char *session)
     pl_env_reset(&gone);
 }
 
-/* Broadcasts a session event: persistent events advance seq, typing does not. */
+/* Broadcasts a session event. Persistent events advance seq and are
+   encoded once for the edge, the store and the recent ring; typing and
+   membership carry the current seq without advancing it (they are never
+   replayed), and a deleted session's last event is not stored. */
 void
 session_broadcast(self_t *self, s_session_t *s, pl_env_t *ev)
 {
-    if (ev->type != PL_MSG_EV_TYPING)
+    bool persistent = ev->type != PL_MSG_EV_TYPING && ev->type != PL_MSG_EV_MEMBER;
+    if (persistent)
         s->seq++;
     pl_env_set_str(ev, PL_F_SESSION, s->id);
     pl_env_set_i64(ev, PL_F_SEQ, s->seq);
-    session_to_edge(self, ev);
+    char *buf = NULL;
+    size_t len = 0;
+    if (!persistent || ev->type == PL_MSG_EV_DELETED || pl_env_encode(ev, &buf, &len) != 0) {
+        session_to_edge(self, ev);
+    } else {
+        pl_outbox_send_raw(self->actor->out, PL_KIND_EDGE, 0, buf, len);
+        pl_outbox_send_raw(self->actor->out, PL_KIND_STORE, 0, buf, len);
+        session_ring_push(self, s, s->seq, buf, len); /* takes buf */
+    }
     pl_env_reset(ev);
 }
 
@@ -141,8 +180,8 @@ session_typing(self_t *self, s_session_t *s, s_member_t *m, bool typing)
     session_broadcast(self, s, &ev);
 }
 
-static void
-s_member_event(self_t *self, s_session_t *s, uint64_t conn, bool joined)
+void
+session_member_event(self_t *self, s_session_t *s, uint64_t conn, bool joined)
 {
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_MEMBER);
@@ -153,16 +192,19 @@ s_member_event(self_t *self, s_session_t *s, uint64_t conn, bool joined)
     session_broadcast(self, s, &ev);
 }
 
-/* Sends SESSION_CREATED or SESSION_JOINED to `conn`. */
-static void
-s_send_joined(self_t *self, s_session_t *s, pl_msg_t type, uint64_t conn)
+/* Sends SESSION_CREATED or SESSION_JOINED to `conn` (with the fields of
+   `extra`, when given: REPLAYED, GAP). */
+void
+session_send_joined(self_t *self, s_session_t *s, pl_msg_t type, uint64_t conn, const pl_env_t *extra)
 {
     pl_env_t out;
-    pl_env_init(&out, type);
+    if (!extra || pl_env_copy(&out, extra) != 0)
+        pl_env_init(&out, type);
+    out.type = type;
     pl_env_set_u64(&out, PL_F_CONN, conn);
     pl_env_set_str(&out, PL_F_SESSION, s->id);
     pl_env_set_i64(&out, PL_F_SEQ, s->seq);
-    pl_env_set_i64(&out, PL_F_COUNT, (int64_t) s->nhist);
+    pl_env_set_i64(&out, PL_F_COUNT, s->nmessages);
     pl_env_set_str(&out, PL_F_MODEL, s->model);
     pl_env_set_str(&out, PL_F_KIND, s->kind);
     pl_env_set_str(&out, PL_F_NAME, s->name);
@@ -171,8 +213,8 @@ s_send_joined(self_t *self, s_session_t *s, pl_msg_t type, uint64_t conn)
     pl_env_reset(&out);
 }
 
-static bool
-s_add_member(self_t *self, s_session_t *s, uint64_t conn)
+bool
+session_add_member(self_t *self, s_session_t *s, uint64_t conn)
 {
     if (session_member(s, conn))
         return true;
@@ -184,6 +226,13 @@ s_add_member(self_t *self, s_session_t *s, uint64_t conn)
     s->members = m;
     s->members[s->nmembers++] = (s_member_t){conn, false};
     self->stats[PL_STAT_SESSIONS_MEMBERS]++;
+    pl_env_t st;
+    pl_env_init(&st, PL_MSG_ST_MEMBER);
+    pl_env_set_str(&st, PL_F_SESSION, s->id);
+    pl_env_set_u64(&st, PL_F_CONN, conn);
+    pl_env_set_f64(&st, PL_F_TS, pl_wall_s());
+    session_to_store(self, &st);
+    pl_env_reset(&st);
     return true;
 }
 
@@ -210,7 +259,7 @@ session_create(self_t *self, const pl_env_t *req, int *code, const char **why)
         *code = PL_E_BUSY, *why = "session id already in use";
         return NULL;
     }
-    if (pl_map_size(self->sessions) >= self->max_sessions) {
+    if (!session_room(self)) {
         *code = PL_E_BUSY, *why = "too many sessions";
         return NULL;
     }
@@ -229,12 +278,14 @@ session_create(self_t *self, const pl_env_t *req, int *code, const char **why)
     s->name = session_dup(req->name);
     s->system = pl_env_has(req, PL_F_SYSTEM) ? session_dup(req->system) : NULL;
     s->created = pl_wall_s();
+    s->last_active = pl_now_ms();
     if (!s->model || !s->kind || !s->name || pl_map_put(self->sessions, s->id, s) != 0) {
         session_free(s);
         *code = PL_E_INTERNAL, *why = "out of memory";
         return NULL;
     }
     self->stats[PL_STAT_SESSIONS_ACTIVE]++;
+    session_store_new(self, s);
     return s;
 }
 
@@ -244,12 +295,12 @@ s_handle_create(self_t *self, pl_env_t *env)
     int code = 0;
     const char *why = NULL;
     s_session_t *s = session_create(self, env, &code, &why);
-    if (!s || !s_add_member(self, s, env->conn)) {
+    if (!s || !session_add_member(self, s, env->conn)) {
         session_error(self, env, s ? PL_E_BUSY : code, s ? "session is full" : why);
         session_member_gone(self, env->conn, env->session);
         return;
     }
-    s_send_joined(self, s, PL_MSG_SESSION_CREATED, env->conn);
+    session_send_joined(self, s, PL_MSG_SESSION_CREATED, env->conn, NULL);
     pl_log_info("session", "created=%s conn=c%016llx model=%s", s->id, (unsigned long long) env->conn, s->model);
 }
 
@@ -257,14 +308,18 @@ static void
 s_handle_join(self_t *self, s_session_t *s, pl_env_t *env)
 {
     bool was = session_member(s, env->conn) != NULL;
-    if (!s_add_member(self, s, env->conn)) {
+    if (!was && pl_env_has(env, PL_F_LASTSEQ)) {
+        session_resume(self, s, env);
+        return;
+    }
+    if (!session_add_member(self, s, env->conn)) {
         session_error(self, env, PL_E_BUSY, "session is full");
         session_member_gone(self, env->conn, s->id);
         return;
     }
-    s_send_joined(self, s, PL_MSG_SESSION_JOINED, env->conn);
+    session_send_joined(self, s, PL_MSG_SESSION_JOINED, env->conn, NULL);
     if (!was)
-        s_member_event(self, s, env->conn, true);
+        session_member_event(self, s, env->conn, true);
 }
 
 static void
@@ -284,6 +339,7 @@ static void
 s_handle_leave(self_t *self, s_session_t *s, pl_env_t *env)
 {
     bool closing = pl_env_has(env, PL_F_FLAG) && env->flag; /* the connection is gone */
+    session_forget_joiner(s, env->conn);
     if (!session_member(s, env->conn)) {
         if (!closing)
             session_error(self, env, PL_E_NOT_FOUND, "not a member of this session");
@@ -291,7 +347,7 @@ s_handle_leave(self_t *self, s_session_t *s, pl_env_t *env)
     }
     s_remove_member(self, s, env->conn);
     if (closing) {
-        s_member_event(self, s, env->conn, false);
+        session_member_event(self, s, env->conn, false);
         return;
     }
     pl_env_t out;
@@ -300,7 +356,7 @@ s_handle_leave(self_t *self, s_session_t *s, pl_env_t *env)
     pl_env_set_str(&out, PL_F_SESSION, s->id);
     session_to_edge(self, &out);
     pl_env_reset(&out);
-    s_member_event(self, s, env->conn, false);
+    session_member_event(self, s, env->conn, false);
 }
 
 
@@ -315,6 +371,77 @@ s_handle_typing(self_t *self, s_session_t *s, pl_env_t *env)
 }
 
 
+/* A read receipt: stored, and every member hears who read which message. */
+static void
+s_handle_read(self_t *self, s_session_t *s, pl_env_t *env)
+{
+    if (!session_member(s, env->conn)) {
+        session_error(self, env, PL_E_FORBIDDEN, "not a member of this session");
+        return;
+    }
+    bool known = false;
+    for (size_t i = 0; i < s->nhist && !known; i++)
+        known = strcmp(s->hist[i].id, env->msgid) == 0;
+    if (!known) {
+        session_error(self, env, PL_E_NOT_FOUND, "no such message in this session");
+        return;
+    }
+    double now = pl_wall_s();
+    pl_env_t st;
+    pl_env_init(&st, PL_MSG_ST_RECEIPT);
+    pl_env_set_str(&st, PL_F_SESSION, s->id);
+    pl_env_set_str(&st, PL_F_MSGID, env->msgid);
+    pl_env_set_u64(&st, PL_F_CONN, env->conn);
+    pl_env_set_f64(&st, PL_F_TS, now);
+    session_to_store(self, &st);
+    pl_env_reset(&st);
+    pl_env_t ev;
+    pl_env_init(&ev, PL_MSG_EV_RECEIPT);
+    pl_env_set_str(&ev, PL_F_MSGID, env->msgid);
+    pl_env_set_u64(&ev, PL_F_CONN, env->conn);
+    pl_env_set_f64(&ev, PL_F_TS, now);
+    session_broadcast(self, s, &ev);
+}
+
+/* SIGTERM: no new turns; tell the edge how many answers still run. */
+static void
+s_handle_drain(self_t *self, bool interrupt)
+{
+    self->draining = true;
+    if (interrupt) {
+        pl_map_iter_t it = {0};
+        void *v;
+        while (pl_map_next(self->sessions, &it, &v)) {
+            s_session_t *s = v;
+            if (s->running)
+                session_cancel_turn(self, s, PL_FINISH_INTERRUPTED);
+        }
+    }
+    session_drained(self);
+}
+
+int64_t
+session_running(self_t *self)
+{
+    int64_t n = 0;
+    pl_map_iter_t it = {0};
+    void *v;
+    while (pl_map_next(self->sessions, &it, &v))
+        n += ((s_session_t *) v)->running;
+    return n;
+}
+
+void
+session_drained(self_t *self)
+{
+    pl_env_t out;
+    pl_env_init(&out, PL_MSG_DRAINED);
+    pl_env_set_i64(&out, PL_F_NUMBER, session_running(self));
+    pl_env_set_u64(&out, PL_F_REQ, self->actor->shard);
+    session_to_edge(self, &out);
+    pl_env_reset(&out);
+}
+
 static void
 s_handle(void *self_, pl_env_t *env)
 {
@@ -322,6 +449,13 @@ s_handle(void *self_, pl_env_t *env)
     switch (env->type) {
     case PL_MSG_CREATE:
         s_handle_create(self, env);
+        return;
+    case PL_MSG_ST_LOADED:
+        session_handle_loaded(self, env);
+        return;
+    case PL_MSG_DRAIN:
+    case PL_MSG_INTERRUPT:
+        s_handle_drain(self, env->type == PL_MSG_INTERRUPT);
         return;
     case PL_MSG_HTTP_CREATE:
     case PL_MSG_HTTP_LIST:
@@ -346,15 +480,24 @@ s_handle(void *self_, pl_env_t *env)
         return;
     s_session_t *s = pl_map_get(self->sessions, env->session);
     if (!s) {
+        if (session_park(self, env))
+            return;
         if (env->type == PL_MSG_JOIN || env->type == PL_MSG_CHAT || env->type == PL_MSG_TYPING ||
-            env->type == PL_MSG_CANCEL ||
+            env->type == PL_MSG_CANCEL || env->type == PL_MSG_READ ||
             (env->type == PL_MSG_LEAVE && !(pl_env_has(env, PL_F_FLAG) && env->flag))) {
             session_error(self, env, PL_E_NOT_FOUND, "no such session");
             session_member_gone(self, env->conn, env->session);
         }
         return;
     }
+    s->last_active = pl_now_ms();
     switch (env->type) {
+    case PL_MSG_ST_EVENTS:
+        session_handle_events(self, env);
+        break;
+    case PL_MSG_READ:
+        s_handle_read(self, s, env);
+        break;
     case PL_MSG_JOIN:
         s_handle_join(self, s, env);
         break;
@@ -381,9 +524,26 @@ s_handle(void *self_, pl_env_t *env)
     }
 }
 
+static int64_t
+s_next_timer(void *self_)
+{
+    return ((self_t *) self_)->next_sweep;
+}
+
+static void
+s_on_timer(void *self_, int64_t now)
+{
+    self_t *self = self_;
+    session_sweep(self, now);
+    int64_t every = self->cfg->cleanup_interval * 1000 / 4;
+    self->next_sweep = now + (every < 1000 ? 1000 : every);
+}
+
 const pl_actor_ops_t pl_session_actor = {
     .name = "session",
     .create = s_self_new,
     .destroy = s_self_destroy,
     .handle = s_handle,
+    .next_timer = s_next_timer,
+    .on_timer = s_on_timer,
 };

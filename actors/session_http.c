@@ -12,7 +12,7 @@
 static void
 s_info(const s_session_t *s, pl_sessinfo_t *info)
 {
-    *info = (pl_sessinfo_t){(char *) s->id, s->model, s->kind, s->name, (int64_t) s->nhist,
+    *info = (pl_sessinfo_t){(char *) s->id, s->model, s->kind, s->name, s->nmessages,
                             (int64_t) s->nmembers, s->created};
 }
 
@@ -30,10 +30,14 @@ static void
 s_delete(self_t *self, s_session_t *s)
 {
     if (s->running)
-        session_cancel_turn(self, s);
+        session_cancel_turn(self, s, PL_FINISH_CANCELLED);
     pl_env_t ev;
     pl_env_init(&ev, PL_MSG_EV_DELETED);
     session_broadcast(self, s, &ev);
+    pl_env_init(&ev, PL_MSG_ST_DELETE);
+    pl_env_set_str(&ev, PL_F_SESSION, s->id);
+    session_to_store(self, &ev);
+    pl_env_reset(&ev);
     for (size_t i = 0; i < s->nmembers; i++)
         session_member_gone(self, s->members[i].conn, s->id);
     self->stats[PL_STAT_SESSIONS_MEMBERS] -= (int64_t) s->nmembers;
@@ -73,6 +77,10 @@ session_handle_http(self_t *self, pl_env_t *env)
         return;
     }
     s_session_t *s = pl_map_get(self->sessions, env->session);
+    if (!s && session_park(self, env)) {
+        pl_env_reset(&reply);
+        return;
+    }
     if (!s) {
         pl_env_set_str(&reply, PL_F_TEXT, "session not found");
         s_reply(self, &reply, env, 404);
@@ -90,7 +98,12 @@ session_handle_http(self_t *self, pl_env_t *env)
         for (size_t i = 0; i < s->nhist; i++)
             session_hist_free(&s->hist[i]);
         s->nhist = 0;
+        s->nmessages = 0;
         pl_env_t ev;
+        pl_env_init(&ev, PL_MSG_ST_CLEAR);
+        pl_env_set_str(&ev, PL_F_SESSION, s->id);
+        session_to_store(self, &ev);
+        pl_env_reset(&ev);
         pl_env_init(&ev, PL_MSG_EV_CLEARED);
         session_broadcast(self, s, &ev);
         s_info(s, &info);

@@ -1,7 +1,8 @@
-/*  session_int — what the session actor's three files share (session.c:
+/*  session_int — what the session actor's files share (session.c:
     lifecycle and membership; session_turn.c: turns; session_http.c: the
-    HTTP requests). Internal to the session actor: one shard's state, used
-    only from its worker thread. */
+    HTTP requests; session_store.c: the store — loading, eviction, the
+    recent-event ring and resuming by seq). Internal to the session actor:
+    one shard's state, used only from its worker thread. */
 #ifndef SESSION_INT_H
 #define SESSION_INT_H
 
@@ -23,19 +24,45 @@ typedef struct {
     pl_env_t chat; /* the CHAT envelope (its MSGID set), kept for its parameters */
 } s_turn_t;
 
+/* One recent persistent event, encoded as it was broadcast. */
+typedef struct {
+    int64_t seq;
+    char *buf;
+    size_t len;
+} s_recent_t;
+
+/* A connection resuming from `last`, waiting for events from the store. */
+typedef struct {
+    uint64_t conn;
+    int64_t last; /* the newest seq it has been sent */
+    int64_t replayed;
+    char *cid;
+} s_joiner_t;
+
 typedef struct {
     char id[PL_ID_MAX + 1];
     char *model, *kind, *name, *system;
     double created;
     int64_t seq;
+    int64_t nmessages; /* in the store; hist holds the newest --max-history */
+    int64_t last_active; /* pl_now_ms: idle sessions are evicted */
     s_member_t *members;
     size_t nmembers;
     pl_histent_t *hist;
     size_t nhist;
+    /* the newest --replay-ring persistent events (contiguous seqs) */
+    s_recent_t *ring;
+    size_t ring_cap, ring_head, ring_len;
+    /* connections resuming through the store */
+    s_joiner_t *joiners;
+    size_t njoiners;
     /* the running turn */
     bool running;
     char respid[24];
     char turn_msgid[24]; /* the user message being answered */
+    int64_t turn_ord;    /* its order key: the answer's is one more */
+    int64_t start_seq;   /* seq of response_start */
+    int64_t chunk_seq;   /* seq of the newest chunk */
     char *turn_model;
     int64_t chunks;
     double started;
@@ -46,11 +73,21 @@ typedef struct {
     size_t npending;
 } s_session_t;
 
+/* Envelopes waiting for a session to load from the store. */
+typedef struct {
+    pl_env_t *v;
+    size_t n;
+} s_parked_t;
+
 typedef struct {
     const pl_actor_t *actor;
     const pl_config_t *cfg;
     pl_map_t *sessions;
+    pl_map_t *loading; /* session id → s_parked_t */
+    bool missing;      /* re-dispatching for a session the store lacks */
     size_t max_sessions; /* this shard's share */
+    int64_t next_sweep;  /* pl_now_ms of the next eviction sweep */
+    bool draining;       /* SIGTERM: no new turns */
     int64_t stats[PL_STAT_COUNT_];
 } self_t;
 
@@ -72,8 +109,36 @@ size_t session_hist_window(const s_session_t *s, size_t end, size_t budget, bool
 void session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_chunk(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_done(self_t *self, s_session_t *s, pl_env_t *env);
-void session_cancel_turn(self_t *self, s_session_t *s);
+void session_cancel_turn(self_t *self, s_session_t *s, int64_t finish);
 void session_handle_cancel(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_http(self_t *self, pl_env_t *env);
+void session_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done, const char *error);
+int64_t session_running(self_t *self);
+void session_drained(self_t *self);
+void session_send_joined(self_t *self, s_session_t *s, pl_msg_t type, uint64_t conn, const pl_env_t *extra);
+bool session_add_member(self_t *self, s_session_t *s, uint64_t conn);
+void session_member_event(self_t *self, s_session_t *s, uint64_t conn, bool joined);
+
+/* session_store.c */
+/* Sends `env` to the store actor; 0 or < 0 (counted by the runtime). */
+int session_to_store(self_t *self, const pl_env_t *env);
+void session_store_new(self_t *self, s_session_t *s);
+void session_ring_free(s_session_t *s);
+/* Keeps an encoded persistent event (malloc'd: the ring takes it) in the
+   session's recent ring. */
+void session_ring_push(self_t *self, s_session_t *s, int64_t seq, char *buf, size_t len);
+/* True when `env` was parked (or answered) because its session is being,
+   or must be, loaded from the store. */
+bool session_park(self_t *self, pl_env_t *env);
+void session_handle_loaded(self_t *self, pl_env_t *env);
+void session_handle_events(self_t *self, pl_env_t *env);
+/* join_session with last_seq: replays what the connection missed. */
+void session_resume(self_t *self, s_session_t *s, pl_env_t *env);
+void session_forget_joiner(s_session_t *s, uint64_t conn);
+/* Frees sessions idle (no members, no turns) for --cleanup-interval. */
+void session_sweep(self_t *self, int64_t now);
+/* Makes room for one more session in memory (evicting the longest-idle
+   one); false when every session is busy. */
+bool session_room(self_t *self);
 
 #endif

@@ -35,11 +35,14 @@ s_hist_find(const s_session_t *s, const char *id)
     return -1;
 }
 
-/* Inserts a message at `pos` (nhist: at the end), dropping the oldest past
-   the cap. Writes the new message's id to `id_out` (24 bytes) if given. */
+/* Inserts a message at `pos` (nhist: at the end), dropping the oldest from
+   memory past the cap (the store keeps them), and sends it to the store. A
+   user message carries its sender's `req` (CONN, CID): the store confirms
+   it "stored" to the sender once its batch has committed. Writes the new
+   message's id to `id_out` (24 bytes) if given. */
 static int
-s_hist_insert(self_t *self, s_session_t *s, size_t pos, const char *role, const char *text, uint64_t conn,
-              char *id_out)
+s_hist_insert(self_t *self, s_session_t *s, size_t pos, const char *role, const char *text, int64_t ord,
+              int64_t finish, const pl_env_t *req, char *id_out)
 {
     if (s->nhist >= (size_t) self->cfg->max_history) {
         session_hist_free(&s->hist[0]);
@@ -53,16 +56,32 @@ s_hist_insert(self_t *self, s_session_t *s, size_t pos, const char *role, const 
     s->hist = h;
     char id[24], cname[24] = "";
     pl_id_new('m', id, sizeof id);
-    if (conn)
-        pl_conn_name(conn, cname, sizeof cname);
-    pl_histent_t e = {strdup(id), strdup(role), strdup(text), strdup(cname), pl_wall_s()};
+    if (req)
+        pl_conn_name(req->conn, cname, sizeof cname);
+    pl_histent_t e = {strdup(id), strdup(role), strdup(text), strdup(cname), pl_wall_s(), ord, finish};
     if (!e.id || !e.role || !e.text || !e.conn) {
         session_hist_free(&e);
         return -PL_E_NOMEM;
     }
+    pl_env_t st;
+    pl_env_init(&st, PL_MSG_ST_MESSAGE);
+    pl_env_set_str(&st, PL_F_SESSION, s->id);
+    pl_env_hist_add(&st, &e);
+    if (req) {
+        pl_env_set_u64(&st, PL_F_CONN, req->conn);
+        if (pl_env_has(req, PL_F_CID))
+            pl_env_set_str(&st, PL_F_CID, req->cid);
+    }
+    int rc = session_to_store(self, &st);
+    pl_env_reset(&st);
+    if (rc != 0 && req) { /* nobody may be told it is stored: refuse it */
+        session_hist_free(&e);
+        return -PL_E_BUSY;
+    }
     memmove(s->hist + pos + 1, s->hist + pos, (s->nhist - pos) * sizeof *s->hist);
     s->hist[pos] = e;
     s->nhist++;
+    s->nmessages++;
     if (id_out)
         memcpy(id_out, id, sizeof id);
     return 0;
@@ -80,6 +99,7 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
     s->answer_len = 0;
     s->started = pl_wall_s();
     snprintf(s->turn_msgid, sizeof s->turn_msgid, "%s", chat->msgid);
+    s->turn_ord = chat->ord;
     pl_id_new('r', s->respid, sizeof s->respid);
     free(s->turn_model);
     s->turn_model = session_dup(pl_env_has(chat, PL_F_MODEL) ? chat->model : s->model);
@@ -97,6 +117,7 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
     pl_env_set_str(&ev, PL_F_RESPID, s->respid);
     pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
     session_broadcast(self, s, &ev);
+    s->start_seq = s->chunk_seq = s->seq;
 
     pl_env_t gen;
     pl_env_init(&gen, PL_MSG_GENERATE);
@@ -120,15 +141,16 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
     return rc == 0;
 }
 
-/* Ends the running turn: stores the answer right after the message it
-   answers, broadcasts response_complete. */
-static void
-s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done, const char *error)
+/* Ends the running turn: stores the answer (what there is of it) right
+   after the message it answers, broadcasts response_complete. */
+void
+session_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done, const char *error)
 {
     if (s->answer_len > 0 || finish == PL_FINISH_STOP || finish == PL_FINISH_LENGTH) {
         ssize_t at = s_hist_find(s, s->turn_msgid);
         size_t pos = at >= 0 ? (size_t) at + 1 : s->nhist;
-        if (s_hist_insert(self, s, pos, "assistant", s->answer ? s->answer : "", 0, NULL) == 0)
+        if (s_hist_insert(self, s, pos, "assistant", s->answer ? s->answer : "", s->turn_ord + 1, finish, NULL,
+                          NULL) == 0)
             self->stats[PL_STAT_MESSAGES_MODEL]++;
     }
     double took = pl_wall_s() - s->started;
@@ -137,7 +159,7 @@ s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done
     pl_env_set_str(&ev, PL_F_RESPID, s->respid);
     pl_env_set_i64(&ev, PL_F_NUMBER, s->chunks);
     pl_env_set_f64(&ev, PL_F_DURATION, took);
-    pl_env_set_i64(&ev, PL_F_COUNT, (int64_t) s->nhist);
+    pl_env_set_i64(&ev, PL_F_COUNT, s->nmessages);
     pl_env_set_i64(&ev, PL_F_FINISH, finish);
     pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
     int64_t ptok = done && pl_env_has(done, PL_F_PTOK) ? done->prompt_tokens : 0;
@@ -157,18 +179,21 @@ s_finish_turn(self_t *self, s_session_t *s, int64_t finish, const pl_env_t *done
     self->stats[PL_STAT_TURNS_COMPLETED]++;
     s->running = false;
     s->respid[0] = '\0';
+    if (self->draining)
+        session_drained(self);
 }
 
-/* Starts queued turns, in order, while none is running. */
+/* Starts queued turns, in order, while none is running (none while the
+   server drains: they stay as unanswered questions in the history). */
 static void
 s_run_next(self_t *self, s_session_t *s)
 {
-    while (!s->running && s->npending > 0) {
+    while (!s->running && s->npending > 0 && !self->draining) {
         s_turn_t t = s->pending[0];
         memmove(s->pending, s->pending + 1, (s->npending - 1) * sizeof *s->pending);
         s->npending--;
         if (!s_start_turn(self, s, &t.chat))
-            s_finish_turn(self, s, PL_FINISH_ERROR, NULL, "the model is overloaded; try again");
+            session_finish_turn(self, s, PL_FINISH_ERROR, NULL, "the model is overloaded; try again");
         pl_env_reset(&t.chat);
     }
 }
@@ -185,6 +210,10 @@ session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env)
         session_error(self, env, PL_E_NOT_FOUND, "unknown model");
         return;
     }
+    if (self->draining) {
+        session_error(self, env, PL_E_BUSY, "the server is shutting down; send it again after it restarts");
+        return;
+    }
     if (s->running && s->npending >= (size_t) self->cfg->max_pending) {
         self->stats[PL_STAT_TURNS_REJECTED]++;
         session_error(self, env, PL_E_BUSY, "an answer is streaming and the queue is full; try again");
@@ -194,11 +223,15 @@ session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env)
     if (p)
         s->pending = p;
     char msgid[24];
-    if (!p || s_hist_insert(self, s, s->nhist, "user", env->text, env->conn, msgid) != 0) {
-        session_error(self, env, PL_E_INTERNAL, "out of memory");
+    int64_t ord = (s->seq + 1) * 2; /* its message_added comes next */
+    int rc = p ? s_hist_insert(self, s, s->nhist, "user", env->text, ord, 0, env, msgid) : -PL_E_NOMEM;
+    if (rc != 0) {
+        session_error(self, env, rc == -PL_E_BUSY ? PL_E_BUSY : PL_E_INTERNAL,
+                      rc == -PL_E_BUSY ? "the store is overloaded; try again" : "out of memory");
         return;
     }
     pl_env_set_str(env, PL_F_MSGID, msgid);
+    pl_env_set_i64(env, PL_F_ORD, ord);
     if (pl_env_copy(&s->pending[s->npending].chat, env) != 0) {
         session_error(self, env, PL_E_INTERNAL, "out of memory");
         return;
@@ -210,18 +243,10 @@ session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env)
     if (m->typing)
         session_typing(self, s, m, false);
 
+    /* the delivery_confirmation comes from the store, after the commit */
     pl_env_t out;
-    pl_env_init(&out, PL_MSG_DELIVERY);
-    pl_env_set_u64(&out, PL_F_CONN, env->conn);
-    pl_env_set_str(&out, PL_F_MSGID, msgid);
-    pl_env_set_str(&out, PL_F_SESSION, s->id);
-    if (pl_env_has(env, PL_F_CID))
-        pl_env_set_str(&out, PL_F_CID, env->cid);
-    session_to_edge(self, &out);
-    pl_env_reset(&out);
-
     pl_env_init(&out, PL_MSG_EV_MESSAGE_ADDED);
-    pl_env_set_i64(&out, PL_F_COUNT, (int64_t) s->nhist);
+    pl_env_set_i64(&out, PL_F_COUNT, s->nmessages);
     pl_env_hist_add(&out, &s->hist[s_hist_find(s, msgid)]);
     session_broadcast(self, s, &out);
     s_run_next(self, s);
@@ -249,6 +274,7 @@ session_handle_chunk(self_t *self, s_session_t *s, pl_env_t *env)
     pl_env_set_i64(&ev, PL_F_NUMBER, s->chunks);
     pl_env_set_bool(&ev, PL_F_FLAG, pl_env_has(env, PL_F_FLAG) && env->flag);
     session_broadcast(self, s, &ev);
+    s->chunk_seq = s->seq;
 }
 
 void
@@ -268,15 +294,16 @@ session_handle_done(self_t *self, s_session_t *s, pl_env_t *env)
             pl_env_set_i64(&ev, PL_F_RETRY, env->retry_after);
         session_broadcast(self, s, &ev);
     }
-    s_finish_turn(self, s, env->finish, env, NULL);
+    session_finish_turn(self, s, env->finish, env, NULL);
     s_run_next(self, s);
 }
 
 /* Stops the running answer: the model stream is aborted (an upstream
    transfer's connection closed), members get response_complete with
-   finish_reason "cancelled", and the partial text stays in the history. */
+   finish_reason `finish` ("cancelled", or "interrupted" at shutdown), and
+   the partial text stays in the history. */
 void
-session_cancel_turn(self_t *self, s_session_t *s)
+session_cancel_turn(self_t *self, s_session_t *s, int64_t finish)
 {
     pl_env_t cancel;
     pl_env_init(&cancel, PL_MSG_GEN_CANCEL);
@@ -284,7 +311,7 @@ session_cancel_turn(self_t *self, s_session_t *s)
     pl_env_set_str(&cancel, PL_F_RESPID, s->respid);
     pl_outbox_send_session(self->actor->out, PL_KIND_MODEL, s->id, &cancel);
     pl_env_reset(&cancel);
-    s_finish_turn(self, s, PL_FINISH_CANCELLED, NULL, NULL);
+    session_finish_turn(self, s, finish, NULL, NULL);
 }
 
 void
@@ -299,6 +326,6 @@ session_handle_cancel(self_t *self, s_session_t *s, pl_env_t *env)
         return;
     }
     pl_log_info("cancel", "session=%s response=%s conn=c%016llx", s->id, s->respid, (unsigned long long) env->conn);
-    session_cancel_turn(self, s);
+    session_cancel_turn(self, s, PL_FINISH_CANCELLED);
     s_run_next(self, s);
 }

@@ -34,4 +34,10 @@ int pl_session_parse_as(const char *buf, size_t len, const char *type, const pl_
    envelope has no session-protocol form (or on out-of-memory). */
 char *pl_session_render(const pl_env_t *env, size_t *len);
 
+/* One history message as JSON ({id, role, content, connection_id?,
+   timestamp, finish_reason for answers}): the one form every frame and HTTP
+   reply uses. A cJSON object (caller owns), or NULL. */
+struct cJSON;
+struct cJSON *pl_session_message_json(const pl_histent_t *e);
+
 #endif

@@ -295,6 +295,23 @@ s_update(cJSON *o, const char *update_type)
     return o;
 }
 
+cJSON *
+pl_session_message_json(const pl_histent_t *e)
+{
+    cJSON *m = cJSON_CreateObject();
+    if (!m)
+        return NULL;
+    s_add_str(m, "id", e->id);
+    s_add_str(m, "role", e->role);
+    s_add_str(m, "content", e->text);
+    if (e->conn && e->conn[0])
+        s_add_str(m, "connection_id", e->conn);
+    cJSON_AddNumberToObject(m, "timestamp", e->ts);
+    if (e->role && strcmp(e->role, "assistant") == 0)
+        s_add_str(m, "finish_reason", pl_finish_name(e->finish));
+    return m;
+}
+
 static void
 s_add_event(cJSON *o, const pl_env_t *env)
 {
@@ -344,7 +361,22 @@ pl_session_render(const pl_env_t *env, size_t *len)
         s_add_str(o, "kind", env->kind);
         s_add_str(o, "name", env->name);
         cJSON_AddNumberToObject(o, "members", (double) env->members);
+        if (pl_env_has(env, PL_F_REPLAYED))
+            cJSON_AddNumberToObject(o, "replayed", (double) env->replayed);
+        if (pl_env_has(env, PL_F_GAP))
+            cJSON_AddBoolToObject(o, "gap", env->gap);
         break;
+    case PL_MSG_HISTORY: {
+        s_add_str(o, "type", "history");
+        s_add_str(o, "session_id", env->session);
+        cJSON_AddNumberToObject(o, "seq", (double) env->seq);
+        cJSON_AddNumberToObject(o, "message_count", (double) env->count);
+        cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
+        for (size_t i = 0; msgs && i < env->hist.n; i++)
+            cJSON_AddItemToArray(msgs, pl_session_message_json(&env->hist.v[i]));
+        cJSON_AddBoolToObject(o, "truncated", env->flag);
+        break;
+    }
     case PL_MSG_SESSION_LEFT:
         s_add_str(o, "type", "session_left");
         s_add_str(o, "session_id", env->session);
@@ -356,18 +388,18 @@ pl_session_render(const pl_env_t *env, size_t *len)
         s_add_str(o, "status", "stored");
         s_add_str(o, "session_id", env->session);
         break;
+    case PL_MSG_EV_RECEIPT:
+        s_add_str(o, "type", "delivery_confirmation");
+        s_add_str(o, "message_id", env->msgid);
+        s_add_str(o, "status", "read");
+        s_add_conn(o, "reader", env->conn);
+        cJSON_AddNumberToObject(o, "timestamp", env->ts);
+        break;
     case PL_MSG_EV_MESSAGE_ADDED: {
         s_update(o, "message_added");
         cJSON_AddNumberToObject(o, "message_count", (double) env->count);
-        if (env->hist.n > 0) {
-            const pl_histent_t *e = &env->hist.v[0];
-            cJSON *m = cJSON_AddObjectToObject(o, "message");
-            s_add_str(m, "id", e->id);
-            s_add_str(m, "role", e->role);
-            s_add_str(m, "content", e->text);
-            s_add_str(m, "connection_id", e->conn);
-            cJSON_AddNumberToObject(m, "timestamp", e->ts);
-        }
+        if (env->hist.n > 0)
+            cJSON_AddItemToObject(o, "message", pl_session_message_json(&env->hist.v[0]));
         break;
     }
     case PL_MSG_EV_STATUS:

@@ -1,8 +1,9 @@
 /*  pl_envelope — msgpack codec for the envelope table.
 
     Wire form: a map {0: type, field+1: value, ...}. Histories are arrays of
-    [id, role, text, conn, ts]; session lists arrays of
-    [id, model, kind, name, messages, members, created]. */
+    [id, role, text, conn, ts, ord, finish]; session lists arrays of
+    [id, model, kind, name, messages, members, created]; blob lists arrays
+    of msgpack bin. */
 #include "pl_envelope.h"
 
 #include <msgpack.h>
@@ -12,7 +13,7 @@
 #include "pl_err.h"
 #include "pl_limits.h"
 
-typedef enum { K_U64, K_I64, K_F64, K_BOOL, K_STR, K_HIST, K_SESSV, K_I64V } s_kind_t;
+typedef enum { K_U64, K_I64, K_F64, K_BOOL, K_STR, K_HIST, K_SESSV, K_I64V, K_BINV } s_kind_t;
 
 static const s_kind_t s_field_kind[PL_F_COUNT_] = {
 #define X(id, member, kind, doc) K_##kind,
@@ -49,7 +50,7 @@ pl_msg_name(pl_msg_t type)
 const char *
 pl_finish_name(int64_t finish)
 {
-    static const char *const names[] = {"stop", "length", "cancelled", "error"};
+    static const char *const names[] = {"stop", "length", "cancelled", "error", "interrupted"};
     return finish >= 0 && finish < PL_FINISH_COUNT_ ? names[finish] : "error";
 }
 
@@ -139,6 +140,13 @@ pl_env_reset(pl_env_t *env)
             free(s->v);
             break;
         }
+        case K_BINV: {
+            pl_binv_t *b = slot;
+            for (size_t i = 0; i < b->n; i++)
+                free(b->v[i].p);
+            free(b->v);
+            break;
+        }
         case K_I64V:
             free(((pl_i64v_t *) slot)->v);
             break;
@@ -222,6 +230,8 @@ s_histent_copy(pl_histent_t *dst, const pl_histent_t *src)
     dst->text = s_strdup0(src->text);
     dst->conn = s_strdup0(src->conn);
     dst->ts = src->ts;
+    dst->ord = src->ord;
+    dst->finish = src->finish;
     if (dst->id && dst->role && dst->text && dst->conn)
         return 0;
     s_histent_free(dst);
@@ -293,6 +303,26 @@ pl_env_set_i64v(pl_env_t *env, pl_field_t f, const int64_t *v, size_t n)
     return 0;
 }
 
+int
+pl_env_binv_add(pl_env_t *env, pl_field_t f, const void *p, size_t n)
+{
+    pl_binv_t *b = s_slot(env, f);
+    if (n > PL_ENV_MAX)
+        return -PL_E_TOO_LARGE;
+    pl_bin_t *slot = s_grow((void **) &b->v, &b->n, sizeof *slot);
+    if (!slot)
+        return -PL_E_NOMEM;
+    slot->p = malloc(n ? n : 1);
+    if (!slot->p)
+        return -PL_E_NOMEM;
+    if (n)
+        memcpy(slot->p, p, n);
+    slot->n = n;
+    b->n++;
+    env->present |= 1ull << f;
+    return 0;
+}
+
 static int s_decode(const char *buf, size_t len, pl_env_t *env, bool check_required);
 
 int
@@ -346,12 +376,14 @@ s_pack_field(msgpack_packer *pk, const pl_env_t *env, pl_field_t f)
         const pl_hist_t *h = slot;
         msgpack_pack_array(pk, h->n);
         for (size_t i = 0; i < h->n; i++) {
-            msgpack_pack_array(pk, 5);
+            msgpack_pack_array(pk, 7);
             s_pack_str(pk, h->v[i].id);
             s_pack_str(pk, h->v[i].role);
             s_pack_str(pk, h->v[i].text);
             s_pack_str(pk, h->v[i].conn);
             msgpack_pack_double(pk, h->v[i].ts);
+            msgpack_pack_int64(pk, h->v[i].ord);
+            msgpack_pack_int64(pk, h->v[i].finish);
         }
         break;
     }
@@ -375,6 +407,15 @@ s_pack_field(msgpack_packer *pk, const pl_env_t *env, pl_field_t f)
         msgpack_pack_array(pk, v->n);
         for (size_t i = 0; i < v->n; i++)
             msgpack_pack_int64(pk, v->v[i]);
+        break;
+    }
+    case K_BINV: {
+        const pl_binv_t *b = slot;
+        msgpack_pack_array(pk, b->n);
+        for (size_t i = 0; i < b->n; i++) {
+            msgpack_pack_bin(pk, b->v[i].n);
+            msgpack_pack_bin_body(pk, b->v[i].p, b->v[i].n);
+        }
         break;
     }
     }
@@ -461,7 +502,7 @@ s_get_hist(const msgpack_object *o, pl_hist_t *h)
         return -PL_E_NOMEM;
     for (size_t i = 0; i < n; i++) {
         const msgpack_object *e = &o->via.array.ptr[i];
-        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 5)
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 7)
             return -PL_E_BAD_FRAME;
         const msgpack_object *a = e->via.array.ptr;
         h->n = i + 1; /* so a partial entry is freed on failure */
@@ -474,6 +515,10 @@ s_get_hist(const msgpack_object *o, pl_hist_t *h)
             rc = s_get_str(&a[3], &h->v[i].conn);
         if (rc == 0)
             rc = s_get_f64(&a[4], &h->v[i].ts);
+        if (rc == 0)
+            rc = s_get_i64(&a[5], &h->v[i].ord);
+        if (rc == 0)
+            rc = s_get_i64(&a[6], &h->v[i].finish);
         if (rc != 0)
             return rc;
     }
@@ -533,6 +578,31 @@ s_get_i64v(const msgpack_object *o, pl_i64v_t *v)
 }
 
 static int
+s_get_binv(const msgpack_object *o, pl_binv_t *b)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > PL_ENV_LIST_MAX)
+        return -PL_E_BAD_FRAME;
+    size_t n = o->via.array.size;
+    b->v = calloc(n ? n : 1, sizeof *b->v);
+    if (!b->v)
+        return -PL_E_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &o->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_BIN)
+            return -PL_E_BAD_FRAME;
+        b->n = i + 1;
+        b->v[i].p = malloc(e->via.bin.size ? e->via.bin.size : 1);
+        if (!b->v[i].p)
+            return -PL_E_NOMEM;
+        if (e->via.bin.size)
+            memcpy(b->v[i].p, e->via.bin.ptr, e->via.bin.size);
+        b->v[i].n = e->via.bin.size;
+    }
+    b->n = n;
+    return 0;
+}
+
+static int
 s_get_field(pl_env_t *env, pl_field_t f, const msgpack_object *o)
 {
     void *slot = s_slot(env, f);
@@ -559,6 +629,8 @@ s_get_field(pl_env_t *env, pl_field_t f, const msgpack_object *o)
         return s_get_sessv(o, slot);
     case K_I64V:
         return s_get_i64v(o, slot);
+    case K_BINV:
+        return s_get_binv(o, slot);
     }
     return -PL_E_BAD_FRAME;
 }

@@ -49,6 +49,7 @@ typedef enum {
     PL_FINISH_LENGTH,
     PL_FINISH_CANCELLED,
     PL_FINISH_ERROR,
+    PL_FINISH_INTERRUPTED, /* the server stopped before the answer ended */
     PL_FINISH_COUNT_
 } pl_finish_t;
 
@@ -59,6 +60,8 @@ typedef struct {
     char *text;
     char *conn; /* the sender's connection_id, "" for the model */
     double ts;
+    int64_t ord;    /* order key: 2 x its message_added seq; an answer +1 */
+    int64_t finish; /* an answer's pl_finish_t (user messages: 0, unused) */
 } pl_histent_t;
 
 /* One session, as listed. */
@@ -75,6 +78,8 @@ typedef struct {
 typedef struct { pl_histent_t *v; size_t n; } pl_hist_t;
 typedef struct { pl_sessinfo_t *v; size_t n; } pl_sessv_t;
 typedef struct { int64_t *v; size_t n; } pl_i64v_t;
+typedef struct { char *p; size_t n; } pl_bin_t;
+typedef struct { pl_bin_t *v; size_t n; } pl_binv_t;
 
 #define PL_CTYPE_U64 uint64_t
 #define PL_CTYPE_I64 int64_t
@@ -84,6 +89,7 @@ typedef struct { int64_t *v; size_t n; } pl_i64v_t;
 #define PL_CTYPE_HIST pl_hist_t
 #define PL_CTYPE_SESSV pl_sessv_t
 #define PL_CTYPE_I64V pl_i64v_t
+#define PL_CTYPE_BINV pl_binv_t
 
 typedef struct {
     pl_msg_t type;
@@ -117,6 +123,9 @@ int pl_env_hist_add(pl_env_t *env, const pl_histent_t *e);
 int pl_env_sessv_add(pl_env_t *env, const pl_sessinfo_t *s);
 /* Sets I64V field `f` to `n` counters copied from `v`. */
 int pl_env_set_i64v(pl_env_t *env, pl_field_t f, const int64_t *v, size_t n);
+
+/* Appends a copy of `n` bytes to BINV field `f`. 0 or -PL_E_x. */
+int pl_env_binv_add(pl_env_t *env, pl_field_t f, const void *p, size_t n);
 
 /* Deep-copies `src` into `dst` (uninitialised). 0 or -PL_E_NOMEM. */
 int pl_env_copy(pl_env_t *dst, const pl_env_t *src);

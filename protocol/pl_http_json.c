@@ -2,6 +2,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "pl_dialect.h"
 #include "pl_http.h"
 #include "pl_version.h"
 
@@ -49,6 +50,7 @@ pl_http_json_health(const pl_edge_stats_t *edge, const int64_t *stats)
     cJSON_AddNumberToObject(o, "uptime", edge->uptime);
     cJSON_AddNumberToObject(o, "connections", (double) edge->conns_current);
     cJSON_AddNumberToObject(o, "sessions", (double) stats[PL_STAT_SESSIONS_ACTIVE]);
+    cJSON_AddNumberToObject(o, "sessions_stored", (double) stats[PL_STAT_STORE_SESSIONS]);
     return s_print(o);
 }
 
@@ -133,16 +135,8 @@ pl_http_json_session(const pl_sessinfo_t *s, const pl_hist_t *hist, int truncate
     if (hist) {
         cJSON_AddBoolToObject(o, "truncated", truncated);
         cJSON *msgs = cJSON_AddArrayToObject(o, "messages");
-        for (size_t i = 0; i < hist->n; i++) {
-            cJSON *m = cJSON_CreateObject();
-            cJSON_AddStringToObject(m, "id", hist->v[i].id);
-            cJSON_AddStringToObject(m, "role", hist->v[i].role);
-            cJSON_AddStringToObject(m, "content", hist->v[i].text);
-            if (hist->v[i].conn[0])
-                cJSON_AddStringToObject(m, "connection_id", hist->v[i].conn);
-            cJSON_AddNumberToObject(m, "timestamp", hist->v[i].ts);
-            cJSON_AddItemToArray(msgs, m);
-        }
+        for (size_t i = 0; i < hist->n; i++)
+            cJSON_AddItemToArray(msgs, pl_session_message_json(&hist->v[i]));
     }
     return s_print(o);
 }

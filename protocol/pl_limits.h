@@ -46,4 +46,26 @@
    4 MiB the rest still streams to clients but is not stored. */
 #define PL_ANSWER_MAX (4u * 1024u * 1024u)
 
+/* After an unclean stop (SIGKILL, power loss) every session's seq jumps by
+   this much, past any seq the dead process broadcast but had not yet stored:
+   a session emits at most a few thousand events per commit window (a few
+   ms), so 2^20 is far beyond it and still leaves 2^33 crashes of headroom
+   below 2^53, the largest integer a JavaScript client reads exactly. */
+#define PL_SEQ_CRASH_SKIP (1ll << 20)
+
+/* Writes in one group commit before it commits early: bounds the acks held
+   back and the transaction's size. */
+#define PL_STORE_BATCH_MAX 20000
+
+/* Event bytes the store sends per replay answer; a longer resume asks again
+   from where it stopped. */
+#define PL_REPLAY_BATCH_BYTES (1u * 1024u * 1024u)
+
+/* Most sessions GET /sessions lists (newest first). */
+#define PL_LIST_MAX 1000
+
+/* Envelopes held for one session while it is being loaded from the store;
+   past it they are answered BUSY. */
+#define PL_PARKED_MAX 256
+
 #endif

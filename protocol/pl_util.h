@@ -27,6 +27,8 @@ size_t pl_utf8_scrub(char *s);
 
 /* Monotonic milliseconds, for timers. */
 int64_t pl_now_ms(void);
+/* The same clock, in microseconds. */
+int64_t pl_now_us(void);
 /* Wall-clock seconds since the epoch, with microseconds. */
 double pl_wall_s(void);
 

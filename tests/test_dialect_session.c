@@ -956,6 +956,8 @@ test_render_only_shown(void **state)
         {PL_MSG_EV_CLEARED, "session_update"},
         {PL_MSG_EV_MODEL_ERROR, "error"},
         {PL_MSG_EV_DELETED, "session_update"},
+        {PL_MSG_EV_RECEIPT, "delivery_confirmation"},
+        {PL_MSG_HISTORY, "history"},
     };
     for (int t = 0; t <= PL_MSG_COUNT_; t++) {
         const char *want = NULL;

@@ -25,7 +25,7 @@
 
 /* ---- the schema, seen from the test ---- */
 
-typedef enum { K_U64, K_I64, K_F64, K_BOOL, K_STR, K_HIST, K_SESSV, K_I64V } kind_t;
+typedef enum { K_U64, K_I64, K_F64, K_BOOL, K_STR, K_HIST, K_SESSV, K_I64V, K_BINV } kind_t;
 
 static const kind_t s_kind[PL_F_COUNT_] = {
 #define X(id, member, kind, doc) K_##kind,
@@ -77,7 +77,7 @@ s_xstrdup(const char *s)
 static void
 s_add_hist(pl_env_t *env, const char *id, const char *role, const char *text, const char *conn, double ts)
 {
-    pl_histent_t e = {(char *) id, (char *) role, (char *) text, (char *) conn, ts};
+    pl_histent_t e = {(char *) id, (char *) role, (char *) text, (char *) conn, ts, (int64_t) (ts * 2), -7};
     assert_int_equal(pl_env_hist_add(env, &e), 0);
 }
 
@@ -123,6 +123,14 @@ s_fill(pl_env_t *env, pl_field_t f, int variant)
     case K_I64V: {
         int64_t v[] = {0, 1, -1, INT64_MIN, INT64_MAX, 127, -33, 65536};
         assert_int_equal(pl_env_set_i64v(env, f, v, variant ? 1 : sizeof v / sizeof v[0]), 0);
+        break;
+    }
+    case K_BINV: {
+        static const char bin[] = {'\x82', '\x00', 0, '\xff', 'x'};
+        assert_int_equal(pl_env_binv_add(env, f, bin, sizeof bin), 0);
+        assert_int_equal(pl_env_binv_add(env, f, "", 0), 0);
+        if (!variant)
+            assert_int_equal(pl_env_binv_add(env, f, "abc", 3), 0);
         break;
     }
     }
@@ -171,6 +179,8 @@ s_assert_env_equal(const pl_env_t *a, const pl_env_t *b)
                 assert_string_equal(h->v[k].text, g->v[k].text);
                 assert_string_equal(h->v[k].conn, g->v[k].conn);
                 s_assert_f64_same(h->v[k].ts, g->v[k].ts);
+                assert_true(h->v[k].ord == g->v[k].ord);
+                assert_true(h->v[k].finish == g->v[k].finish);
             }
             break;
         }
@@ -193,6 +203,16 @@ s_assert_env_equal(const pl_env_t *a, const pl_env_t *b)
             assert_int_equal(v->n, w->n);
             for (size_t k = 0; k < v->n; k++)
                 assert_true(v->v[k] == w->v[k]);
+            break;
+        }
+        case K_BINV: {
+            const pl_binv_t *v = x, *w = y;
+            assert_int_equal(v->n, w->n);
+            for (size_t k = 0; k < v->n; k++) {
+                assert_int_equal(v->v[k].n, w->v[k].n);
+                if (v->v[k].n)
+                    assert_memory_equal(v->v[k].p, w->v[k].p, v->v[k].n);
+            }
             break;
         }
         }
@@ -543,12 +563,14 @@ p_key(msgpack_packer *pk, pl_field_t f)
 static void
 p_hist_entry(msgpack_packer *pk)
 {
-    msgpack_pack_array(pk, 5);
+    msgpack_pack_array(pk, 7);
     p_str(pk, "m1", 2);
     p_str(pk, "user", 4);
     p_str(pk, "hi", 2);
     p_str(pk, "c1", 2);
     msgpack_pack_double(pk, 1.5);
+    msgpack_pack_int64(pk, 4);
+    msgpack_pack_int64(pk, 0);
 }
 
 static void
@@ -595,6 +617,8 @@ v_hist_arity(msgpack_packer *pk, int arity)
             p_str(pk, "s", 1);
         else if (k == 4)
             msgpack_pack_double(pk, 1.0);
+        else if (k < 7)
+            msgpack_pack_int64(pk, 1);
         else
             msgpack_pack_nil(pk);
     }
@@ -603,6 +627,7 @@ v_hist_arity(msgpack_packer *pk, int arity)
 static void v_hist_arity0(msgpack_packer *pk) { v_hist_arity(pk, 0); }
 static void v_hist_arity4(msgpack_packer *pk) { v_hist_arity(pk, 4); }
 static void v_hist_arity6(msgpack_packer *pk) { v_hist_arity(pk, 6); }
+static void v_hist_arity8(msgpack_packer *pk) { v_hist_arity(pk, 8); }
 // clang-format on
 
 static void
@@ -619,14 +644,16 @@ v_hist_bad_at(msgpack_packer *pk, int pos, void (*bad)(msgpack_packer *))
 {
     msgpack_pack_array(pk, 3);
     p_hist_entry(pk);
-    msgpack_pack_array(pk, 5);
-    for (int k = 0; k < 5; k++) {
+    msgpack_pack_array(pk, 7);
+    for (int k = 0; k < 7; k++) {
         if (k == pos)
             bad(pk);
         else if (k < 4)
             p_str(pk, "ok", 2);
-        else
+        else if (k == 4)
             msgpack_pack_double(pk, 1.0);
+        else
+            msgpack_pack_int64(pk, 1);
     }
     p_hist_entry(pk);
 }
@@ -637,6 +664,8 @@ static void v_hist_text_bin(msgpack_packer *pk) { v_hist_bad_at(pk, 2, v_bin); }
 static void v_hist_conn_true(msgpack_packer *pk) { v_hist_bad_at(pk, 3, v_true); }
 static void v_hist_ts_int(msgpack_packer *pk) { v_hist_bad_at(pk, 4, v_one); }
 static void v_hist_ts_str(msgpack_packer *pk) { v_hist_bad_at(pk, 4, v_str); }
+static void v_hist_ord_str(msgpack_packer *pk) { v_hist_bad_at(pk, 5, v_str); }
+static void v_hist_finish_dbl(msgpack_packer *pk) { v_hist_bad_at(pk, 6, v_f64); }
 static void v_hist_text_nul(msgpack_packer *pk) { v_hist_bad_at(pk, 2, v_str_nul); }
 static void v_hist_conn_nul(msgpack_packer *pk) { v_hist_bad_at(pk, 3, v_str_nul_end); }
 // clang-format on
@@ -1067,6 +1096,7 @@ static const bad_case_t s_bad[] = {
     {"hist entry arity 0", NULL, PL_F_HIST, v_hist_arity0},
     {"hist entry arity 4", NULL, PL_F_HIST, v_hist_arity4},
     {"hist entry arity 6", NULL, PL_F_HIST, v_hist_arity6},
+    {"hist entry arity 8", NULL, PL_F_HIST, v_hist_arity8},
     {"hist entry not an array", NULL, PL_F_HIST, v_hist_not_array},
     {"hist entry id int", NULL, PL_F_HIST, v_hist_id_int},
     {"hist entry role nil", NULL, PL_F_HIST, v_hist_role_nil},
@@ -1074,6 +1104,8 @@ static const bad_case_t s_bad[] = {
     {"hist entry conn bool", NULL, PL_F_HIST, v_hist_conn_true},
     {"hist entry ts int", NULL, PL_F_HIST, v_hist_ts_int},
     {"hist entry ts string", NULL, PL_F_HIST, v_hist_ts_str},
+    {"hist entry ord string", NULL, PL_F_HIST, v_hist_ord_str},
+    {"hist entry finish float", NULL, PL_F_HIST, v_hist_finish_dbl},
     {"hist entry text with NUL", NULL, PL_F_HIST, v_hist_text_nul},
     {"hist entry conn with NUL", NULL, PL_F_HIST, v_hist_conn_nul},
     {"hist longer than PL_ENV_LIST_MAX", NULL, PL_F_HIST, v_hist_too_long},
@@ -1153,10 +1185,12 @@ static void
 v_hist_ts_f32(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 1);
-    msgpack_pack_array(pk, 5);
+    msgpack_pack_array(pk, 7);
     for (int k = 0; k < 4; k++)
         p_str(pk, "", 0);
     msgpack_pack_float(pk, 0.5f);
+    msgpack_pack_int64(pk, 2);
+    msgpack_pack_int64(pk, 0);
 }
 // clang-format off
 static void v_hist_empty(msgpack_packer *pk) { msgpack_pack_array(pk, 0); }
@@ -1180,7 +1214,8 @@ w_wide_keys(msgpack_packer *pk)
     msgpack_pack_uint64(pk, 0);
     msgpack_pack_uint16(pk, PL_MSG_TERM);
     msgpack_pack_uint64(pk, PL_F_COUNT_); /* the last field number */
-    msgpack_pack_array(pk, 0);
+    assert_int_equal(s_kind[PL_F_COUNT_ - 1], K_I64);
+    msgpack_pack_int64(pk, 1);
 }
 
 static const bad_case_t s_good[] = {

@@ -398,14 +398,15 @@ test_json_health(void **state)
     int64_t stats[PL_STAT_COUNT_] = {0};
     stats[PL_STAT_SESSIONS_ACTIVE] = 4;
     stats[PL_STAT_SESSIONS_MEMBERS] = 7;
+    stats[PL_STAT_STORE_SESSIONS] = 9;
     s_assert_json(pl_http_json_health(&edge, stats),
                   "{\"status\":\"ok\",\"version\":\"" PL_VERSION "\",\"uptime\":12.5,\"connections\":3,"
-                  "\"sessions\":4}",
+                  "\"sessions\":4,\"sessions_stored\":9}",
                   "health");
     memset(stats, 0, sizeof stats);
     memset(&edge, 0, sizeof edge);
     s_assert_json(pl_http_json_health(&edge, stats),
-                  "{\"status\":\"ok\",\"version\":\"" PL_VERSION "\",\"uptime\":0,\"connections\":0,\"sessions\":0}",
+                  "{\"status\":\"ok\",\"version\":\"" PL_VERSION "\",\"uptime\":0,\"connections\":0,\"sessions\":0,\"sessions_stored\":0}",
                   "health, zeros");
 }
 
@@ -504,7 +505,8 @@ test_json_stats(void **state)
                 (double) (edge.errors[PL_E_BUSY] + edge.errors[PL_E_AGAIN]));
     /* the groups are objects, and nothing else is at the top */
     static const char *const top[] = {"uptime",   "workers",  "shards", "connections", "frames", "errors",
-                                      "sessions", "messages", "turns",  "model",       "mailbox", "models"};
+                                      "sessions", "messages", "turns",  "model",       "mailbox", "models",
+                                      "resume",   "store"};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         assert_true(cJSON_HasObjectItem(o, top[i]));
     assert_int_equal(cJSON_GetArraySize(o), sizeof top / sizeof top[0]);
@@ -536,7 +538,7 @@ test_json_session(void **state)
 
     pl_histent_t v[] = {
         {"m1", "user", "hi\n\xc3\xa9", "c0000000000000001", 1763925001.25},
-        {"m2", "assistant", "Echo turn 1 (1 context messages): hi", "", 1763925002.5},
+        {"m2", "assistant", "Echo turn 1 (1 context messages): hi", "", 1763925002.5, 5, PL_FINISH_LENGTH},
     };
     pl_hist_t hist = {v, 2};
     s_assert_json(
@@ -546,7 +548,7 @@ test_json_session(void **state)
         "{\"id\":\"m1\",\"role\":\"user\",\"content\":\"hi\\n\\u00e9\",\"connection_id\":\"c0000000000000001\","
         "\"timestamp\":1763925001.25},"
         "{\"id\":\"m2\",\"role\":\"assistant\",\"content\":\"Echo turn 1 (1 context messages): hi\","
-        "\"timestamp\":1763925002.5}]}",
+        "\"timestamp\":1763925002.5,\"finish_reason\":\"length\"}]}",
         "session with messages");
 }
 

@@ -22,11 +22,13 @@ typedef struct {
     void *arg;
     void (*ring)(void *);
     void *ring_arg;
+    bool own; /* one shard on a thread of its own */
 } s_kind_reg_t;
 
 typedef struct {
     pl_runtime_t *rt;
     unsigned index;
+    int own; /* -1: a pooled worker; else the own-thread kind it runs */
     pthread_t thread;
     bool started;
 } s_worker_t;
@@ -36,7 +38,8 @@ struct pl_runtime {
     unsigned workers, shards;
     int hwm;
     s_kind_reg_t kinds[PL_KIND_COUNT_];
-    s_worker_t *pool;
+    s_worker_t *pool; /* workers pooled threads, then one per own kind */
+    unsigned nthreads;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     unsigned ready, failed;
@@ -69,7 +72,7 @@ pl_runtime_new(unsigned workers, unsigned shards, int hwm)
     if (!self)
         return NULL;
     self->zctx = zmq_ctx_new();
-    self->pool = calloc(workers, sizeof *self->pool);
+    self->pool = calloc(workers + PL_KIND_COUNT_, sizeof *self->pool);
     if (!self->zctx || !self->pool) {
         if (self->zctx)
             zmq_ctx_term(self->zctx);
@@ -91,6 +94,20 @@ pl_runtime_register(pl_runtime_t *self, pl_kind_t kind, const pl_actor_ops_t *op
 {
     self->kinds[kind].ops = ops;
     self->kinds[kind].arg = arg;
+}
+
+void
+pl_runtime_register_own(pl_runtime_t *self, pl_kind_t kind, const pl_actor_ops_t *ops, void *arg)
+{
+    pl_runtime_register(self, kind, ops, arg);
+    self->kinds[kind].own = true;
+}
+
+/* How many shards `kind` has. */
+static unsigned
+s_kind_shards(const pl_runtime_t *rt, int kind)
+{
+    return kind == PL_KIND_EDGE || rt->kinds[kind].own ? 1 : rt->shards;
 }
 
 void
@@ -140,7 +157,7 @@ pl_outbox_new(pl_runtime_t *rt)
         return NULL;
     self->rt = rt;
     for (int k = 0; k < PL_KIND_COUNT_; k++) {
-        unsigned n = k == PL_KIND_EDGE ? 1 : rt->shards;
+        unsigned n = s_kind_shards(rt, k);
         for (unsigned i = 0; i < n; i++) {
             char ep[64];
             s_endpoint(ep, sizeof ep, (pl_kind_t) k, i);
@@ -193,9 +210,29 @@ pl_outbox_send(pl_outbox_t *self, pl_kind_t kind, unsigned shard, const pl_env_t
 }
 
 int
+pl_outbox_send_raw(pl_outbox_t *self, pl_kind_t kind, unsigned shard, const void *buf, size_t len)
+{
+    if ((unsigned) kind >= PL_KIND_COUNT_ || shard >= PL_SHARDS_MAX || !self->push[kind][shard])
+        return -PL_E_INTERNAL;
+    if (zmq_send(self->push[kind][shard], buf, len, ZMQ_DONTWAIT) < 0) {
+        atomic_fetch_add(&self->rt->dropped, 1);
+        pl_log_warn("mailbox", "refused=encoded kind=%d shard=%u", (int) kind, shard);
+        return errno == EAGAIN ? -PL_E_AGAIN : -PL_E_INTERNAL;
+    }
+    self->dirty[kind] = true;
+    return 0;
+}
+
+unsigned
+pl_runtime_kind_shards(const pl_runtime_t *self, pl_kind_t kind)
+{
+    return s_kind_shards(self, kind);
+}
+
+int
 pl_outbox_send_session(pl_outbox_t *self, pl_kind_t kind, const char *id, const pl_env_t *env)
 {
-    return pl_outbox_send(self, kind, (unsigned) (pl_hash(id) % self->rt->shards), env);
+    return pl_outbox_send(self, kind, (unsigned) (pl_hash(id) % s_kind_shards(self->rt, kind)), env);
 }
 
 void
@@ -283,23 +320,27 @@ s_worker_ready(pl_runtime_t *rt, bool ok)
     pthread_mutex_unlock(&rt->lock);
 }
 
-/* Receives up to a budget of envelopes for one shard. */
+/* Receives up to a budget of envelopes for one shard. After TERM it
+   handles whatever is still queued (no budget), then stops the shard. */
 static void
 s_drain(s_shard_t *sh)
 {
-    for (int i = 0; i < S_DRAIN_BUDGET && sh->live; i++) {
+    bool term = false;
+    for (int i = 0; (i < S_DRAIN_BUDGET || term) && sh->live; i++) {
         pl_env_t env;
         int rc = pl_mailbox_recv(sh->box, &env);
         if (rc == -PL_E_AGAIN)
-            return;
+            break;
         if (rc != 0)
             continue;
         if (env.type == PL_MSG_TERM)
-            sh->live = false;
+            term = true;
         else
             sh->ops->handle(sh->self, &env);
         pl_env_reset(&env);
     }
+    if (term)
+        sh->live = false;
 }
 
 static void *
@@ -315,13 +356,14 @@ s_worker_main(void *arg)
     pl_outbox_t *out = pl_outbox_new(rt);
     ok = out != NULL;
     for (int k = PL_KIND_CONN; ok && k < PL_KIND_COUNT_; k++) {
-        if (!rt->kinds[k].ops)
+        if (!rt->kinds[k].ops || (w->own >= 0) != rt->kinds[k].own || (w->own >= 0 && w->own != k))
             continue;
-        for (unsigned i = w->index; ok && i < rt->shards; i += rt->workers) {
+        unsigned nk = s_kind_shards(rt, k), step = w->own >= 0 ? 1 : rt->workers;
+        for (unsigned i = w->own >= 0 ? 0 : w->index; ok && i < nk; i += step) {
             s_shard_t *sh = &shards[n];
             memset(sh, 0, sizeof *sh);
             sh->ops = rt->kinds[k].ops;
-            sh->actor = (pl_actor_t){rt, out, (pl_kind_t) k, i, rt->shards, rt->kinds[k].arg};
+            sh->actor = (pl_actor_t){rt, out, (pl_kind_t) k, i, nk, rt->kinds[k].arg};
             sh->box = pl_mailbox_new(rt, (pl_kind_t) k, i);
             sh->self = sh->box ? sh->ops->create(&sh->actor) : NULL;
             if (!sh->self) {
@@ -426,8 +468,15 @@ s_worker_main(void *arg)
 int
 pl_runtime_start(pl_runtime_t *self)
 {
-    for (unsigned i = 0; i < self->workers; i++) {
-        self->pool[i] = (s_worker_t){self, i, 0, false};
+    self->nthreads = self->workers;
+    for (unsigned i = 0; i < self->workers; i++)
+        self->pool[i] = (s_worker_t){self, i, -1, 0, false};
+    for (int k = PL_KIND_CONN; k < PL_KIND_COUNT_; k++)
+        if (self->kinds[k].ops && self->kinds[k].own) {
+            self->pool[self->nthreads] = (s_worker_t){self, self->nthreads, k, 0, false};
+            self->nthreads++;
+        }
+    for (unsigned i = 0; i < self->nthreads; i++) {
         if (pthread_create(&self->pool[i].thread, NULL, s_worker_main, &self->pool[i]) != 0) {
             pl_runtime_stop(self);
             return -PL_E_INTERNAL;
@@ -436,7 +485,7 @@ pl_runtime_start(pl_runtime_t *self)
     }
     self->running = true;
     pthread_mutex_lock(&self->lock);
-    while (self->ready < self->workers)
+    while (self->ready < self->nthreads)
         pthread_cond_wait(&self->cond, &self->lock);
     unsigned failed = self->failed;
     pthread_mutex_unlock(&self->lock);
@@ -455,14 +504,20 @@ pl_runtime_stop(pl_runtime_t *self)
     pl_outbox_t *out = pl_outbox_new(self);
     pl_env_t term;
     pl_env_init(&term, PL_MSG_TERM);
-    for (int k = PL_KIND_CONN; out && k < PL_KIND_COUNT_; k++)
-        if (self->kinds[k].ops)
-            for (unsigned i = 0; i < self->shards; i++)
-                pl_outbox_send(out, (pl_kind_t) k, i, &term);
-    for (unsigned i = 0; i < self->workers; i++) {
-        if (self->pool[i].started)
-            pthread_join(self->pool[i].thread, NULL);
-        self->pool[i].started = false;
+    /* pooled kinds first, then the own-thread kinds: the store hears TERM
+       only after every shard that writes to it has stopped */
+    for (int own = 0; own <= 1; own++) {
+        for (int k = PL_KIND_CONN; out && k < PL_KIND_COUNT_; k++)
+            if (self->kinds[k].ops && self->kinds[k].own == (bool) own)
+                for (unsigned i = 0; i < s_kind_shards(self, k); i++)
+                    pl_outbox_send(out, (pl_kind_t) k, i, &term);
+        for (unsigned i = 0; i < self->nthreads; i++) {
+            if ((self->pool[i].own >= 0) != (bool) own)
+                continue;
+            if (self->pool[i].started)
+                pthread_join(self->pool[i].thread, NULL);
+            self->pool[i].started = false;
+        }
     }
     pl_outbox_destroy(&out);
     self->running = false;

@@ -12,9 +12,14 @@
     thread, owns mailbox (EDGE, 0), and is woken by a doorbell the runtime
     rings after a worker batch that sent it anything (lws_cancel_service).
 
+    A kind registered with pl_runtime_register_own (the store) is one shard
+    on a thread of its own instead.
+
     Lifecycle: new → register each kind → start (returns once every worker's
-    mailboxes are bound and its actors created) → stop (TERM to every shard,
-    workers join) → destroy. */
+    mailboxes are bound and its actors created) → stop (TERM to every pooled
+    shard, workers join; then TERM to the own-thread kinds, which join) →
+    destroy. A shard that reads TERM first handles everything already in its
+    mailbox, so nothing sent before the stop is dropped. */
 #ifndef PL_RUNTIME_H
 #define PL_RUNTIME_H
 
@@ -23,7 +28,14 @@
 
 #include "../protocol/pl_envelope.h"
 
-typedef enum { PL_KIND_EDGE = 0, PL_KIND_CONN, PL_KIND_SESSION, PL_KIND_MODEL, PL_KIND_COUNT_ } pl_kind_t;
+typedef enum {
+    PL_KIND_EDGE = 0,
+    PL_KIND_CONN,
+    PL_KIND_SESSION,
+    PL_KIND_MODEL,
+    PL_KIND_STORE,
+    PL_KIND_COUNT_
+} pl_kind_t;
 
 typedef struct pl_runtime pl_runtime_t;
 typedef struct pl_outbox pl_outbox_t;
@@ -73,15 +85,23 @@ typedef struct {
 pl_runtime_t *pl_runtime_new(unsigned workers, unsigned shards, int hwm);
 void pl_runtime_destroy(pl_runtime_t **self_p);
 void pl_runtime_register(pl_runtime_t *self, pl_kind_t kind, const pl_actor_ops_t *ops, void *arg);
+/* Registers a kind that runs as ONE shard on a thread of its own: for an
+   actor whose handler blocks on I/O (the store's fsync) and must not stall
+   the shards that share a worker. It gets TERM after every pooled shard has
+   stopped, so it sees everything they sent. */
+void pl_runtime_register_own(pl_runtime_t *self, pl_kind_t kind, const pl_actor_ops_t *ops, void *arg);
 /* `ring` is called (from any worker thread) after a batch that sent to
    `kind`'s mailbox; it must be thread-safe (lws_cancel_service is). */
 void pl_runtime_set_doorbell(pl_runtime_t *self, pl_kind_t kind, void (*ring)(void *), void *arg);
 /* 0, or a negative pl_err when a worker failed to start. */
 int pl_runtime_start(pl_runtime_t *self);
-/* Sends TERM to every shard and joins the workers. Idempotent. */
+/* Sends TERM to every shard and joins the workers (pooled kinds first, then
+   own-thread kinds). Idempotent. */
 void pl_runtime_stop(pl_runtime_t *self);
 
 unsigned pl_runtime_shards(const pl_runtime_t *self);
+/* Shards of one kind: 1 for the edge and own-thread kinds. */
+unsigned pl_runtime_kind_shards(const pl_runtime_t *self, pl_kind_t kind);
 unsigned pl_runtime_workers(const pl_runtime_t *self);
 /* Sends refused by a full mailbox, since start. */
 uint64_t pl_runtime_dropped(const pl_runtime_t *self);
@@ -91,6 +111,9 @@ pl_outbox_t *pl_outbox_new(pl_runtime_t *rt);
 void pl_outbox_destroy(pl_outbox_t **self_p);
 /* Encodes and sends. 0, -PL_E_AGAIN (mailbox full, counted) or -PL_E_x. */
 int pl_outbox_send(pl_outbox_t *self, pl_kind_t kind, unsigned shard, const pl_env_t *env);
+/* Sends an envelope already encoded with pl_env_encode (one encoding for
+   several destinations). 0, -PL_E_AGAIN (counted) or -PL_E_x. */
+int pl_outbox_send_raw(pl_outbox_t *self, pl_kind_t kind, unsigned shard, const void *buf, size_t len);
 /* Sends to the shard of `kind` that owns session `id`. */
 int pl_outbox_send_session(pl_outbox_t *self, pl_kind_t kind, const char *id, const pl_env_t *env);
 /* Rings the doorbells of kinds sent to since the last flush. */

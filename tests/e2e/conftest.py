@@ -22,6 +22,7 @@ import asyncio
 import http.client as httplib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,14 +36,14 @@ from websockets.exceptions import ConnectionClosed
 DEFAULT_PARLEYD = "/work/main/build/parleyd"
 PARLEYD = os.environ.get("PARLEYD") or DEFAULT_PARLEYD
 
-BASE_ARGS = ["--echo-delay-ms", "2", "--workers", "2"]
+BASE_ARGS = ["--echo-delay-ms", "2", "--workers", "2", "--shutdown-grace", "3"]
 READY_TIMEOUT = 10.0      # s until GET /health answers 200
 STOP_TIMEOUT = 10.0       # s from SIGTERM to exit
 TEST_DEADLINE = 60        # s, hard per-test watchdog (each test aims for < 30 s)
 
-# Session events whose seq advances (docs/protocol.md §1.2). user_typing does not.
-PERSISTENT_UPDATES = {"message_added", "member_joined", "member_left",
-                      "history_cleared", "session_deleted"}
+# Session events whose seq advances (docs/protocol.md §1.2). user_typing and
+# member_joined/member_left (presence) do not: they carry the current seq.
+PERSISTENT_UPDATES = {"message_added", "history_cleared", "session_deleted"}
 PERSISTENT_TYPES = {"status", "response_start", "chunk", "response_complete"}
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -76,8 +77,17 @@ class ParleyServer:
         self.binary = parleyd_binary()
         self.port = free_port()
         self.host = "127.0.0.1"
-        self.args = [self.binary, "--port", str(self.port), "--host", self.host,
-                     *base_args, *[str(a) for a in extra_args]]
+        extra = [str(a) for a in extra_args]
+        # Each server has a database of its own, kept across restart() and
+        # removed by cleanup(), unless the test names one with --db.
+        self._dbdir = None
+        if "--db" in extra:
+            self.db = extra[extra.index("--db") + 1]
+        else:
+            self._dbdir = tempfile.mkdtemp(prefix=f"parleyd-{self.port}-db-")
+            self.db = os.path.join(self._dbdir, "parley.db")
+            extra = ["--db", self.db, *extra]
+        self.args = [self.binary, "--port", str(self.port), "--host", self.host, *base_args, *extra]
         # The flags given here decide; settings inherited from the caller's environment do not.
         self.env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("PARLEY_", "WEBSOCKET_")) and k != "GENAI_MODEL_ID"}
@@ -145,6 +155,18 @@ class ParleyServer:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def kill(self):
+        """SIGKILL: no clean-up of any kind, as in a crash."""
+        self.proc.kill()
+        self.returncode = self.proc.wait()
+        if self in _live_servers:
+            _live_servers.remove(self)
+
+    def restart(self):
+        """Starts the same command again (same port, same database)."""
+        assert not self.running()
+        return self.start()
+
     def send_signal(self, sig):
         self.proc.send_signal(sig)
 
@@ -188,6 +210,8 @@ class ParleyServer:
                 os.unlink(f.name)
             except OSError:
                 pass
+        if self._dbdir:
+            shutil.rmtree(self._dbdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -427,10 +451,17 @@ async def connect(srv, n=None, name="c", batch=50):
 
 
 async def run_turn(client, text, timeout=20, model_errors=False, **fields):
-    """Send a chat and return every frame up to and including response_complete.
-    Error frames fail the turn, except MODEL_ERROR ones when ``model_errors``."""
+    """Send a chat and return every frame up to and including response_complete,
+    with the sender's delivery_confirmation. That comes once the store has
+    committed the message, which may be after the answer: then it (and anything
+    that came between) is waited for and placed just before response_complete,
+    so frames[-1] is always the completion. Error frames fail
+    the turn, except MODEL_ERROR ones when ``model_errors``."""
     await client.send({"type": "chat", "message": text, **fields})
     frames = await client.recv_until("response_complete", timeout=timeout)
+    if not of_type(frames, "delivery_confirmation") and not of_type(frames, "error"):
+        late = await client.recv_until("delivery_confirmation", timeout=timeout)
+        frames = frames[:-1] + late + frames[-1:]
     errs = [f for f in frames if f["type"] == "error" and not (model_errors and f["code"] == "MODEL_ERROR")]
     assert not errs, f"error frames during turn: {errs}"
     return frames

@@ -139,13 +139,13 @@ def test_error_without_id_has_no_id(server):
     run(body())
 
 
-def test_cancel_with_nothing_streaming_and_read_are_errors(server):
+def test_cancel_with_nothing_streaming_and_read_of_unknown_message_are_errors(server):
     async def body():
         c = await connect(server)
         await c.create_session()
         err = await _error_then_usable(c, json.dumps({"type": "cancel", "id": 1}), "NOT_FOUND")
         assert err["id"] == 1
-        await _error_then_usable(c, json.dumps({"type": "read", "message_id": "m1"}), "INTERNAL")
+        await _error_then_usable(c, json.dumps({"type": "read", "message_id": "m1"}), "NOT_FOUND")  # no such message
         # Still a working session.
         await c.send({"type": "chat", "message": "after cancel"})
         frames = await c.recv_until("response_complete")
