@@ -39,11 +39,13 @@ s_send_all(pl_edge_t *self, pl_msg_t type)
     pl_env_reset(&env);
 }
 
+/* With --shutdown-grace 0 the drain still runs: answers are interrupted
+   (and stored) at once instead of lost. */
 bool
 pl_edge_drain_begin(pl_edge_t *self, struct lws_context *ctx)
 {
-    if (self->draining || self->cfg->shutdown_grace <= 0)
-        return false;
+    if (self->draining)
+        return false; /* a second TERM: the caller stops at once */
     self->draining = true;
     self->drain_deadline = pl_now_ms() + self->cfg->shutdown_grace * 1000;
     s_send_all(self, PL_MSG_DRAIN);

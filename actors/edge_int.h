@@ -79,9 +79,8 @@ struct pl_edge {
     lws_sorted_usec_list_t drain_sul;
 };
 
-/* edge_drain.c: SIGTERM. begin: false when there is nothing to wait for
-   (--shutdown-grace 0 or already draining); poll: true when it is time to
-   close the clients. */
+/* edge_drain.c: SIGTERM. begin: false when already draining; poll: true
+   when it is time to close the clients. */
 bool pl_edge_drain_begin(pl_edge_t *self, struct lws_context *ctx);
 void pl_edge_drain_report(pl_edge_t *self, const pl_env_t *env);
 bool pl_edge_drain_poll(pl_edge_t *self, struct lws_context *ctx);

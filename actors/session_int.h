@@ -52,7 +52,7 @@ typedef struct {
     size_t nhist;
     /* the newest --replay-ring persistent events (contiguous seqs) */
     s_recent_t *ring;
-    size_t ring_cap, ring_head, ring_len;
+    size_t ring_cap, ring_head, ring_len, ring_bytes;
     /* connections resuming through the store */
     s_joiner_t *joiners;
     size_t njoiners;

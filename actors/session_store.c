@@ -56,6 +56,7 @@ session_ring_free(s_session_t *s)
     free(s->ring);
     s->ring = NULL;
     s->ring_len = s->ring_head = 0;
+    s->ring_bytes = 0;
 }
 
 void
@@ -77,13 +78,15 @@ session_ring_push(self_t *self, s_session_t *s, int64_t seq, char *buf, size_t l
         session_ring_push(self, s, seq, buf, len);
         return;
     }
-    if (s->ring_len == cap) {
+    while (s->ring_len > 0 && (s->ring_len == cap || s->ring_bytes + len > PL_RING_BYTES_MAX)) {
+        s->ring_bytes -= s->ring[s->ring_head].len;
         free(s->ring[s->ring_head].buf);
         s->ring_head = (s->ring_head + 1) % cap;
         s->ring_len--;
     }
     s->ring[(s->ring_head + s->ring_len) % cap] = (s_recent_t){seq, buf, len};
     s->ring_len++;
+    s->ring_bytes += len;
 }
 
 /* Oldest seq in the ring, or 0 when empty. */

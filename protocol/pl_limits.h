@@ -64,6 +64,11 @@
 /* Most sessions GET /sessions lists (newest first). */
 #define PL_LIST_MAX 1000
 
+/* Bytes of encoded events one session's recent ring holds, at most (besides
+   --replay-ring events): bounds a busy session's memory; older events are
+   resumed from the store. */
+#define PL_RING_BYTES_MAX (64u * 1024u)
+
 /* Envelopes held for one session while it is being loaded from the store;
    past it they are answered BUSY. */
 #define PL_PARKED_MAX 256
