@@ -50,6 +50,7 @@ session_free(void *p)
     free(s->pending);
     free(s->members);
     session_ring_free(s);
+    pl_env_reset(&s->chunks_out);
     for (size_t i = 0; i < s->njoiners; i++)
         free(s->joiners[i].cid);
     free(s->joiners);
@@ -151,7 +152,7 @@ session_broadcast(self_t *self, s_session_t *s, pl_env_t *ev)
         session_to_edge(self, ev);
     } else {
         pl_outbox_send_raw(self->actor->out, PL_KIND_EDGE, 0, buf, len);
-        pl_outbox_send_raw(self->actor->out, PL_KIND_STORE, 0, buf, len);
+        session_store_event(self, s, ev->type, s->seq, buf, len);
         session_ring_push(self, s, s->seq, buf, len); /* takes buf */
     }
     pl_env_reset(ev);

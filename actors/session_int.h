@@ -53,6 +53,8 @@ typedef struct {
     /* the newest --replay-ring persistent events (contiguous seqs) */
     s_recent_t *ring;
     size_t ring_cap, ring_head, ring_len, ring_bytes;
+    /* chunk events not yet sent to the store (one row per PL_CHUNKS_PER_ROW) */
+    pl_env_t chunks_out;
     /* connections resuming through the store */
     s_joiner_t *joiners;
     size_t njoiners;
@@ -124,6 +126,11 @@ void session_member_event(self_t *self, s_session_t *s, uint64_t conn, bool join
 int session_to_store(self_t *self, const pl_env_t *env);
 void session_store_new(self_t *self, s_session_t *s);
 void session_ring_free(s_session_t *s);
+/* Sends a persistent event to the store: chunks are gathered into one row
+   per PL_CHUNKS_PER_ROW; any other event sends the gathered ones first, so
+   rows never interleave. */
+void session_store_event(self_t *self, s_session_t *s, pl_msg_t type, int64_t seq, const char *buf, size_t len);
+void session_flush_chunks(self_t *self, s_session_t *s);
 /* Keeps an encoded persistent event (malloc'd: the ring takes it) in the
    session's recent ring. */
 void session_ring_push(self_t *self, s_session_t *s, int64_t seq, char *buf, size_t len);

@@ -46,6 +46,32 @@ session_store_new(self_t *self, s_session_t *s)
     pl_env_reset(&st);
 }
 
+void
+session_flush_chunks(self_t *self, s_session_t *s)
+{
+    if (s->chunks_out.events.n == 0)
+        return;
+    pl_env_set_str(&s->chunks_out, PL_F_SESSION, s->id);
+    session_to_store(self, &s->chunks_out);
+    pl_env_reset(&s->chunks_out);
+}
+
+void
+session_store_event(self_t *self, s_session_t *s, pl_msg_t type, int64_t seq, const char *buf, size_t len)
+{
+    if (type != PL_MSG_EV_CHUNK) {
+        session_flush_chunks(self, s);
+        pl_outbox_send_raw(self->actor->out, PL_KIND_STORE, 0, buf, len);
+        return;
+    }
+    if (s->chunks_out.events.n == 0)
+        pl_env_init(&s->chunks_out, PL_MSG_ST_CHUNKS);
+    pl_env_binv_add(&s->chunks_out, PL_F_EVENTS, buf, len);
+    pl_env_set_i64(&s->chunks_out, PL_F_SEQ, seq); /* the row's key: its newest */
+    if (s->chunks_out.events.n >= PL_CHUNKS_PER_ROW)
+        session_flush_chunks(self, s);
+}
+
 /* ---- the ring of recent events ---- */
 
 void
@@ -212,9 +238,30 @@ session_forget_joiner(s_session_t *s, uint64_t conn)
     *j = s->joiners[--s->njoiners];
 }
 
+/* Sends a stored row's events after j->last to the joiner: an event, or
+   (ST_CHUNKS) a run of chunk events. */
+static void
+s_replay_row(self_t *self, s_joiner_t *j, const char *buf, size_t len, int depth)
+{
+    pl_env_t ev;
+    if (pl_env_decode(buf, len, &ev) != 0)
+        return;
+    if (ev.type == PL_MSG_ST_CHUNKS && depth == 0) {
+        for (size_t i = 0; i < ev.events.n; i++)
+            s_replay_row(self, j, ev.events.v[i].p, ev.events.v[i].n, 1);
+    } else if (ev.type >= PL_MSG_EV_MESSAGE_ADDED && ev.type <= PL_MSG_EV_DELETED && ev.seq > j->last) {
+        pl_env_set_u64(&ev, PL_F_TO, j->conn);
+        if (pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &ev) == 0)
+            j->replayed++;
+        j->last = ev.seq;
+    }
+    pl_env_reset(&ev);
+}
+
 static void
 s_ask_store(self_t *self, s_session_t *s, const s_joiner_t *j)
 {
+    session_flush_chunks(self, s); /* the store must hold everything so far */
     pl_env_t req;
     pl_env_init(&req, PL_MSG_ST_REPLAY);
     pl_env_set_str(&req, PL_F_SESSION, s->id);
@@ -267,18 +314,8 @@ session_handle_events(self_t *self, pl_env_t *env)
         s_gap(self, s, conn);
         return;
     }
-    for (size_t i = 0; i < env->events.n; i++) {
-        pl_env_t ev;
-        if (pl_env_decode(env->events.v[i].p, env->events.v[i].n, &ev) != 0)
-            continue;
-        if (ev.seq > j->last) {
-            pl_env_set_u64(&ev, PL_F_TO, conn);
-            if (pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &ev) == 0)
-                j->replayed++;
-            j->last = ev.seq;
-        }
-        pl_env_reset(&ev);
-    }
+    for (size_t i = 0; i < env->events.n; i++)
+        s_replay_row(self, j, env->events.v[i].p, env->events.v[i].n, 0);
     int64_t last = j->last, count = j->replayed;
     if (last >= s->seq || (s->ring_len > 0 && s_ring_first(s) <= last + 1)) {
         s_ring_replay(self, s, conn, &last, &count);

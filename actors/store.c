@@ -173,9 +173,11 @@ s_put_event(self_t *self, const pl_env_t *ev)
     const char *respid = pl_env_has(ev, PL_F_RESPID) ? ev->respid : NULL;
     s_wrote(self, pl_store_db_put_event(self->db, ev->session, ev->seq, (int) ev->type, respid, body, len));
     free(body);
-    /* retention: every 1024 events, forget those older than --replay-events */
+    /* retention: each time seq passes a multiple of 1024, forget the events
+       older than --replay-events (a chunk row spans several seqs) */
     int64_t keep = self->cfg->replay_events;
-    if (ev->seq % 1024 == 0 && ev->seq > keep)
+    int64_t first = ev->type == PL_MSG_ST_CHUNKS ? ev->seq - (int64_t) ev->events.n + 1 : ev->seq;
+    if (ev->seq / 1024 != (first - 1) / 1024 && ev->seq > keep)
         s_wrote(self, pl_store_db_prune_events(self->db, ev->session, ev->seq - keep));
 }
 
@@ -366,7 +368,9 @@ s_handle(void *self_, pl_env_t *env)
         s_reply(self, env, &reply);
         break;
     default:
-        if (env->type >= PL_MSG_EV_MESSAGE_ADDED && env->type <= PL_MSG_EV_DELETED && pl_env_has(env, PL_F_SEQ))
+        if (((env->type >= PL_MSG_EV_MESSAGE_ADDED && env->type <= PL_MSG_EV_DELETED) ||
+             env->type == PL_MSG_ST_CHUNKS) &&
+            pl_env_has(env, PL_F_SEQ))
             s_put_event(self, env);
         break;
     }

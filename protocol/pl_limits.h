@@ -69,6 +69,10 @@
    resumed from the store. */
 #define PL_RING_BYTES_MAX (64u * 1024u)
 
+/* Chunk events stored as one row: a streaming answer costs the store one
+   write per this many chunks instead of one per chunk. */
+#define PL_CHUNKS_PER_ROW 64
+
 /* Envelopes held for one session while it is being loaded from the store;
    past it they are answered BUSY. */
 #define PL_PARKED_MAX 256
