@@ -19,17 +19,20 @@
         every put_event, and by pl_store_db_recover); messages: count of its
         rows in messages; pruned: the highest event seq deleted by retention
         (0: none), so a resume from before it has a gap.
-      messages(session, ord, id, role, text, sender, ts, finish) PK(session,ord)
+      messages(session, ord, id, role, text, sender, ts, finish) UNIQUE(session,ord)
         history order is ord: a user message's ord is 2 x the seq of its
         message_added event; its answer's ord is that + 1.
         finish: NULL for user messages, else a pl_finish_t.
-      events(session, seq, type, respid, body) PK(session,seq)
+      events(session, seq, type, respid, body) UNIQUE(session,seq)
         one persistent session event (msgpack envelope bytes, opaque here);
         respid is the response id for turn events, else NULL.
       members(session, member, joined) PK(session,member)
         who joined, when (informational).
       receipts(session, message, reader, ts)  PK(session,message,reader)
       meta(key PK, value)                     'clean' = '1' after a clean close
+    messages and events are rowid tables (written in arrival order) with a
+    UNIQUE index on their key; the others are clustered on theirs (WITHOUT
+    ROWID). See store_db.c.
     WAL mode; synchronous FULL (or NORMAL when asked); busy_timeout set. */
 #ifndef STORE_DB_H
 #define STORE_DB_H

@@ -25,6 +25,7 @@
 #include "pl_limits.h"
 #include "pl_log.h"
 #include "store_db.h"
+#include "store_db_int.h" /* the statements, for their query plans */
 
 #define S_MIB (1024u * 1024u)
 
@@ -175,12 +176,33 @@ test_open_new(void **state)
     assert_string_equal(s_raw_text(name, "PRAGMA journal_mode", text, sizeof text), "wal");
     /* marked unclean, committed: another connection sees it */
     assert_string_equal(s_raw_text(name, "SELECT value FROM meta WHERE key = 'clean'", text, sizeof text), "0");
-    static const char *const clustered[] = {"messages", "events", "receipts", "members", "meta"};
+    /* small rows stay clustered by their key; messages and events are
+       rowid tables with a unique (session, …) index */
+    static const char *const clustered[] = {"receipts", "members", "meta"};
     for (size_t i = 0; i < sizeof clustered / sizeof clustered[0]; i++) {
         char sql[128];
         snprintf(sql, sizeof sql, "SELECT sql FROM sqlite_schema WHERE name = '%s'", clustered[i]);
         if (!strstr(s_raw_text(name, sql, text, sizeof text), "WITHOUT ROWID"))
             fail_msg("%s: %s", clustered[i], text);
+    }
+    static const struct {
+        const char *table, *index, *columns;
+    } indexed[] = {
+        {"messages", "messages_session_ord", "session,ord"},
+        {"events", "events_session_seq", "session,seq"},
+    };
+    for (size_t i = 0; i < sizeof indexed / sizeof indexed[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql, "SELECT sql FROM sqlite_schema WHERE name = '%s'", indexed[i].table);
+        if (strstr(s_raw_text(name, sql, text, sizeof text), "WITHOUT ROWID") || !strstr(text, "STRICT"))
+            fail_msg("%s: %s", indexed[i].table, text);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM pragma_index_list('%s') WHERE name = '%s' AND \"unique\" = 1",
+                 indexed[i].table, indexed[i].index);
+        assert_int_equal(s_raw_int(name, sql), 1);
+        snprintf(sql, sizeof sql,
+                 "SELECT group_concat(name) FROM (SELECT name FROM pragma_index_info('%s') ORDER BY seqno)",
+                 indexed[i].index);
+        assert_string_equal(s_raw_text(name, sql, text, sizeof text), indexed[i].columns);
     }
     pl_store_db_close(&db, true);
     assert_null(db);
@@ -837,6 +859,80 @@ test_refusals(void **state)
     assert_null(pl_store_db_open(s_dir, true, NULL, NULL, 0)); /* a directory; no err buffer */
 }
 
+/* ---- query plans ---- */
+
+/* Every statement of S_STMTS, by its enum value. */
+static const char *const s_stmt_sql[S_COUNT_] = {
+#define X(id, sql) [S_##id] = sql,
+    S_STMTS(X)
+#undef X
+};
+
+/* What the plan of a statement must hold: each read or write of messages
+   and events goes through its (session, …) index. */
+static const struct {
+    s_stmt_t stmt;
+    const char *plan;
+} s_plans[] = {
+    {S_MSG_NEWEST, "SEARCH messages USING INDEX messages_session_ord (session=?)"},
+    {S_MSG_UPDATE, "SEARCH messages USING INDEX messages_session_ord (session=? AND ord=?)"},
+    {S_MSG_DEL, "SEARCH messages USING INDEX messages_session_ord (session=?)"},
+    {S_EVT_AFTER, "SEARCH events USING INDEX events_session_seq (session=? AND seq>?)"},
+    {S_EVT_PRUNE, "SEARCH events USING INDEX events_session_seq (session=?"},
+    {S_EVT_DEL, "SEARCH events USING INDEX events_session_seq (session=?)"},
+    {S_SESS_RECOVER, "SEARCH e USING COVERING INDEX events_session_seq (session=?)"},
+    {S_SESS_GET, "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)"},
+    {S_SESS_PRUNED, "SEARCH sessions USING INDEX sqlite_autoindex_sessions_1 (id=?)"},
+    {S_SESS_LIST, "SCAN sessions USING INDEX sessions_created"},
+    {S_MEM_DEL, "SEARCH members USING PRIMARY KEY (session=?)"},
+    {S_RCP_DEL, "SEARCH receipts USING PRIMARY KEY (session=?)"},
+};
+
+/* The lines of statement `sql`'s EXPLAIN QUERY PLAN, one a line, into out. */
+static void
+s_plan(sqlite3 *raw, const char *sql, char *out, size_t size)
+{
+    char explain[2048];
+    snprintf(explain, sizeof explain, "EXPLAIN QUERY PLAN %s", sql);
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(raw, explain, -1, &st, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(raw));
+    size_t n = 0;
+    out[0] = '\0';
+    while (sqlite3_step(st) == SQLITE_ROW && n < size)
+        n += (size_t) snprintf(out + n, size - n, "%s\n", (const char *) sqlite3_column_text(st, 3));
+    sqlite3_finalize(st);
+}
+
+static void
+test_query_plans(void **state)
+{
+    (void) state;
+    const char *name = __func__;
+    pl_store_db_t *db = s_open(name, NULL);
+    pl_store_db_close(&db, true);
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open_v2(s_path(name), &raw, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    char plan[1024];
+    for (size_t i = 0; i < S_COUNT_; i++) {
+        s_plan(raw, s_stmt_sql[i], plan, sizeof plan);
+        /* every ORDER BY is an index's order; a full scan only of sessions,
+           and only where every session is wanted (list, count, recover) */
+        if (strstr(plan, "TEMP B-TREE"))
+            fail_msg("a sort: %s\n%s", s_stmt_sql[i], plan);
+        bool all_sessions = i == S_SESS_LIST || i == S_SESS_COUNT || i == S_SESS_RECOVER;
+        for (const char *p = strstr(plan, "SCAN "); p; p = strstr(p + 1, "SCAN "))
+            if (strncmp(p, "SCAN CONSTANT ROW", 17) != 0 && !(all_sessions && strncmp(p, "SCAN sessions", 13) == 0))
+                fail_msg("a scan: %s\n%s", s_stmt_sql[i], plan);
+    }
+    for (size_t i = 0; i < sizeof s_plans / sizeof s_plans[0]; i++) {
+        s_plan(raw, s_stmt_sql[s_plans[i].stmt], plan, sizeof plan);
+        if (!strstr(plan, s_plans[i].plan))
+            fail_msg("%s\nplan:\n%swanted: %s", s_stmt_sql[s_plans[i].stmt], plan, s_plans[i].plan);
+    }
+    sqlite3_close(raw);
+}
+
 /* ---- the suite ---- */
 
 static int
@@ -857,8 +953,8 @@ s_teardown(void **state)
         return -1;
     struct dirent *e;
     for (e = readdir(d); e; e = readdir(d)) {
-        char path[600];
         if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            char path[600];
             snprintf(path, sizeof path, "%s/%s", s_dir, e->d_name);
             unlink(path);
         }
@@ -879,7 +975,7 @@ main(void)
         cmocka_unit_test(test_events),        cmocka_unit_test(test_prune_gap),
         cmocka_unit_test(test_recover),       cmocka_unit_test(test_batch),
         cmocka_unit_test(test_batch_failure), cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_query_plans),
     };
     return cmocka_run_group_tests(tests, s_setup, s_teardown);
 }
