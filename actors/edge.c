@@ -448,7 +448,8 @@ s_ws_receive(pl_edge_t *self, struct lws *wsi, pss_t *pss, const void *in, size_
 static int
 s_ws_writeable(pl_edge_t *self, struct lws *wsi, pss_t *pss)
 {
-    if (pss->close_code) {
+    /* going away (1001): what is queued (the last response_complete) goes first */
+    if (pss->close_code && (pss->close_code != 1001 || pss->qlen == 0)) {
         const char *reason = pss->close_code == 1001   ? "server shutting down"
                              : pss->close_code == 1009 ? "frame too large"
                                                        : "too slow: resume later";
@@ -468,7 +469,7 @@ s_ws_writeable(pl_edge_t *self, struct lws *wsi, pss_t *pss)
             return -1;
         self->stats.frames_out++;
     }
-    if (pss->qlen > 0)
+    if (pss->qlen > 0 || pss->close_code)
         lws_callback_on_writable(wsi);
     return 0;
 }
