@@ -116,6 +116,7 @@ s_start_turn(self_t *self, s_session_t *s, const pl_env_t *chat)
     pl_env_init(&ev, PL_MSG_EV_RESPONSE_START);
     pl_env_set_str(&ev, PL_F_RESPID, s->respid);
     pl_env_set_str(&ev, PL_F_MODEL, s->turn_model);
+    pl_env_set_i64(&ev, PL_F_ORD, s->turn_ord + 1); /* the answer's: for crash recovery */
     session_broadcast(self, s, &ev);
     s->start_seq = s->chunk_seq = s->seq;
 

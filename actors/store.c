@@ -35,6 +35,149 @@ typedef struct {
     int64_t stats[PL_STAT_COUNT_];
 } self_t;
 
+static void s_commit(self_t *self);
+static bool s_begin(self_t *self);
+static void s_put_event(self_t *self, const pl_env_t *ev);
+
+/* ---- recovery after an unclean stop ---- */
+
+typedef struct {
+    char (*id)[PL_ID_MAX + 1];
+    int64_t *start;
+    size_t n, cap;
+} s_opens_t;
+
+static int
+s_open_one(const char *session, int64_t start, void *arg)
+{
+    s_opens_t *o = arg;
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 16;
+        void *id = realloc(o->id, cap * sizeof *o->id), *st = id ? realloc(o->start, cap * sizeof *o->start) : NULL;
+        if (id)
+            o->id = id;
+        if (!id || !st)
+            return 1;
+        o->start = st;
+        o->cap = cap;
+    }
+    snprintf(o->id[o->n], sizeof o->id[o->n], "%s", session);
+    o->start[o->n++] = start;
+    return 0;
+}
+
+/* What was stored of an answer cut short: its response_start and text. */
+typedef struct {
+    pl_env_t start;
+    bool have_start;
+    char *text;
+    size_t len;
+    int64_t chunks;
+} s_partial_t;
+
+static void
+s_partial_add(s_partial_t *p, const char *buf, size_t len, int depth)
+{
+    pl_env_t ev;
+    if (pl_env_decode(buf, len, &ev) != 0)
+        return;
+    if (ev.type == PL_MSG_ST_CHUNKS && depth == 0) {
+        for (size_t i = 0; i < ev.events.n; i++)
+            s_partial_add(p, ev.events.v[i].p, ev.events.v[i].n, 1);
+    } else if (ev.type == PL_MSG_EV_RESPONSE_START && !p->have_start) {
+        p->start = ev; /* taken */
+        p->have_start = true;
+        return;
+    } else if (ev.type == PL_MSG_EV_CHUNK && p->have_start && strcmp(ev.respid, p->start.respid) == 0) {
+        size_t n = strlen(ev.text);
+        char *t = p->len + n <= PL_ANSWER_MAX ? realloc(p->text, p->len + n + 1) : NULL;
+        if (t) {
+            memcpy(t + p->len, ev.text, n + 1);
+            p->text = t;
+            p->len += n;
+        }
+        p->chunks++;
+    }
+    pl_env_reset(&ev);
+}
+
+static int
+s_partial_one(int64_t seq, int type, const void *body, size_t len, void *arg)
+{
+    (void) seq, (void) type;
+    s_partial_add(arg, body, len, 0);
+    return 0;
+}
+
+/* Closes an answer the crash cut short, as a running server would have at
+   shutdown: its text so far stored as an "interrupted" answer, and a
+   response_complete event, so a client resuming from inside the answer
+   sees it end. The event's seq is past the crash skip (new numbers). */
+static void
+s_close_turn(self_t *self, const char *session, int64_t start_seq)
+{
+    s_partial_t p = {0};
+    pl_store_session_t s;
+    pl_store_msg_t *msgs = NULL;
+    size_t n = 0;
+    if (pl_store_db_events(self->db, session, start_seq - 1, SIZE_MAX, s_partial_one, &p) < 0 || !p.have_start ||
+        pl_store_db_load(self->db, session, 1, &s, &msgs, &n) != 0) {
+        pl_store_db_set_open_turn(self->db, session, 0);
+        pl_env_reset(&p.start);
+        free(p.text);
+        return;
+    }
+    pl_store_msgs_free(msgs, n);
+    int64_t count = s.messages;
+    if (p.len > 0 && pl_env_has(&p.start, PL_F_ORD)) {
+        char id[24];
+        pl_id_new('m', id, sizeof id);
+        pl_store_msg_t m = {{id, "assistant", p.text, "", pl_wall_s(), p.start.ord, PL_FINISH_INTERRUPTED},
+                            p.start.ord, PL_FINISH_INTERRUPTED};
+        if (pl_store_db_put_message(self->db, session, &m) == 0)
+            count++;
+    }
+    pl_env_t done;
+    pl_env_init(&done, PL_MSG_EV_RESPONSE_DONE);
+    pl_env_set_str(&done, PL_F_SESSION, session);
+    pl_env_set_i64(&done, PL_F_SEQ, s.seq + 1);
+    pl_env_set_str(&done, PL_F_RESPID, p.start.respid);
+    pl_env_set_i64(&done, PL_F_NUMBER, p.chunks);
+    pl_env_set_f64(&done, PL_F_DURATION, 0);
+    pl_env_set_i64(&done, PL_F_COUNT, count);
+    pl_env_set_i64(&done, PL_F_FINISH, PL_FINISH_INTERRUPTED);
+    pl_env_set_str(&done, PL_F_MODEL, pl_env_has(&p.start, PL_F_MODEL) ? p.start.model : s.model);
+    pl_env_set_i64(&done, PL_F_PTOK, 0);
+    pl_env_set_i64(&done, PL_F_CTOK, p.chunks);
+    s_put_event(self, &done); /* also clears open_turn */
+    pl_env_reset(&done);
+    pl_store_session_free(&s);
+    pl_env_reset(&p.start);
+    free(p.text);
+}
+
+/* After SIGKILL or a crash: seq numbers the dead process broadcast but
+   never stored must not be handed out again, so every session's seq jumps
+   past them; then answers that were streaming are closed as interrupted.
+   One transaction, before anything is served. */
+static void
+s_recover(self_t *self)
+{
+    s_opens_t open = {0};
+    if (pl_store_db_open_turns(self->db, s_open_one, &open) < 0)
+        self->stats[PL_STAT_STORE_ERRORS]++;
+    if (!s_begin(self))
+        return;
+    long bumped = pl_store_db_recover(self->db, PL_SEQ_CRASH_SKIP);
+    for (size_t i = 0; i < open.n; i++)
+        s_close_turn(self, open.id[i], open.start[i]);
+    s_commit(self);
+    pl_log_warn("store", "path=%s recovered=unclean-stop sessions=%ld seq_skip=%lld answers_interrupted=%zu",
+                self->cfg->db, bumped, (long long) PL_SEQ_CRASH_SKIP, open.n);
+    free(open.id);
+    free(open.start);
+}
+
 static void *
 s_new(const pl_actor_t *actor)
 {
@@ -53,13 +196,8 @@ s_new(const pl_actor_t *actor)
     }
     long n = pl_store_db_count(self->db);
     self->stats[PL_STAT_STORE_SESSIONS] = n > 0 ? n : 0;
-    if (!clean) {
-        /* seq numbers the crashed process broadcast but never stored must
-           not be handed out again: every session's seq jumps past them */
-        long bumped = pl_store_db_recover(self->db, PL_SEQ_CRASH_SKIP);
-        pl_log_warn("store", "path=%s recovered=unclean-stop sessions=%ld seq_skip=%lld", self->cfg->db, bumped,
-                    (long long) PL_SEQ_CRASH_SKIP);
-    }
+    if (!clean)
+        s_recover(self);
     pl_log_info("store", "path=%s sessions=%ld sync=%s commit_ms=%ld", self->cfg->db, n, self->cfg->db_sync,
                 self->cfg->commit_ms);
     return self;
@@ -173,6 +311,9 @@ s_put_event(self_t *self, const pl_env_t *ev)
     const char *respid = pl_env_has(ev, PL_F_RESPID) ? ev->respid : NULL;
     s_wrote(self, pl_store_db_put_event(self->db, ev->session, ev->seq, (int) ev->type, respid, body, len));
     free(body);
+    if (ev->type == PL_MSG_EV_RESPONSE_START || ev->type == PL_MSG_EV_RESPONSE_DONE)
+        s_wrote(self, pl_store_db_set_open_turn(self->db, ev->session,
+                                                ev->type == PL_MSG_EV_RESPONSE_START ? ev->seq : 0));
     /* retention: each time seq passes a multiple of 1024, forget the events
        older than --replay-events (a chunk row spans several seqs) */
     int64_t keep = self->cfg->replay_events;
@@ -264,8 +405,48 @@ s_replay_one(int64_t seq, int type, const void *body, size_t len, void *arg)
     return 0;
 }
 
+/* The first stored row after a seq: its key (newest seq) and the first seq
+   it holds (a chunk row holds several). */
+typedef struct {
+    bool found;
+    int64_t first;
+} s_probe_t;
+
+static int
+s_probe_one(int64_t seq, int type, const void *body, size_t len, void *arg)
+{
+    s_probe_t *p = arg;
+    p->found = true;
+    p->first = seq;
+    pl_env_t row;
+    if (type == PL_MSG_ST_CHUNKS && pl_env_decode(body, len, &row) == 0) {
+        if (row.events.n > 0)
+            p->first = seq - (int64_t) row.events.n + 1;
+        pl_env_reset(&row);
+    }
+    return 1; /* one row is enough */
+}
+
+/* False when `after` is a seq this database never stored: the process that
+   broadcast it died before the commit (after a crash, seq jumped past it).
+   A client holding it saw events that are gone, so replaying what follows
+   would leave them in its view: it must get the history (a gap). A stored
+   seq has a row covering it, or (the seq a restart jumped to, which no event
+   carries) one starting right after it. */
+static bool
+s_seq_stored(self_t *self, const char *session, int64_t after)
+{
+    if (after <= 0)
+        return true;
+    s_probe_t p = {false, 0};
+    if (pl_store_db_events(self->db, session, after - 1, 1, s_probe_one, &p) < 0)
+        return false;
+    return p.found && p.first <= after + 1;
+}
+
 /* Events of a session after LASTSEQ, at most PL_REPLAY_BATCH_BYTES of them
-   per answer; GAP when some were already pruned. */
+   per answer; GAP when some were already pruned, or LASTSEQ was never
+   stored (s_seq_stored). */
 static void
 s_replay(self_t *self, const pl_env_t *req)
 {
@@ -278,7 +459,8 @@ s_replay(self_t *self, const pl_env_t *req)
         pl_env_set_str(&out, PL_F_CID, req->cid);
     out.present |= 1ull << PL_F_EVENTS;
     s_replay_t r = {&out, req->last_seq};
-    if (pl_store_db_events_gap(self->db, req->session, req->last_seq)) {
+    if (pl_store_db_events_gap(self->db, req->session, req->last_seq) ||
+        !s_seq_stored(self, req->session, req->last_seq)) {
         pl_env_set_bool(&out, PL_F_GAP, true);
     } else if (pl_store_db_events(self->db, req->session, req->last_seq, PL_REPLAY_BATCH_BYTES, s_replay_one, &r) <
                0) {

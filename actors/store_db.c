@@ -44,8 +44,10 @@ static const char *const s_migrations[] = {
     /* 0 -> 1: the schema of store_db.h */
     "CREATE TABLE sessions (id TEXT PRIMARY KEY NOT NULL, model TEXT NOT NULL, kind TEXT NOT NULL,"
     " name TEXT NOT NULL, created REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0,"
-    " messages INTEGER NOT NULL DEFAULT 0, pruned INTEGER NOT NULL DEFAULT 0, system TEXT) STRICT;"
+    " messages INTEGER NOT NULL DEFAULT 0, pruned INTEGER NOT NULL DEFAULT 0,"
+    " open_turn INTEGER NOT NULL DEFAULT 0, system TEXT) STRICT;"
     "CREATE INDEX sessions_created ON sessions (created, id);"
+    "CREATE INDEX sessions_open ON sessions (open_turn) WHERE open_turn > 0;"
     "CREATE TABLE messages (session TEXT NOT NULL, ord INTEGER NOT NULL, id TEXT NOT NULL, role TEXT NOT NULL,"
     " sender TEXT NOT NULL, ts REAL NOT NULL, finish INTEGER, text TEXT NOT NULL) STRICT;"
     "CREATE UNIQUE INDEX messages_session_ord ON messages (session, ord);"
@@ -568,6 +570,27 @@ static int
 s_bind_session_i64(sqlite3_stmt *st, const char *session, int64_t n)
 {
     return sqlite3_bind_text(st, 1, session, -1, SQLITE_STATIC) | sqlite3_bind_int64(st, 2, n);
+}
+
+int
+pl_store_db_set_open_turn(pl_store_db_t *db, const char *session, int64_t seq)
+{
+    static const char op[] = "set_open_turn";
+    int rc = store_db_enter(db, op);
+    if (rc < 0)
+        return rc;
+    rc = store_db_check_id(session);
+    if (rc == 0 && seq < 0)
+        rc = -PL_E_BAD_FRAME;
+    if (rc < 0)
+        return store_db_refuse(op, session, rc);
+    bool own;
+    rc = s_write_begin(db, op, &own);
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *st = db->stmt[S_SESS_OPEN_SET];
+    int changed = s_run(db, st, s_bind_session_i64(st, session, seq), op, session);
+    return s_write_end(db, own, changed < 0 ? changed : 0);
 }
 
 int

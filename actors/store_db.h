@@ -14,11 +14,12 @@
     open, each in its own transaction; a database newer than this binary is
     refused):
       sessions(id PK, model, kind, name, system NULL, created, seq, messages,
-               pruned)
+               pruned, open_turn)
         seq: the highest event seq known durable for the session (raised by
         every put_event, and by pl_store_db_recover); messages: count of its
         rows in messages; pruned: the highest event seq deleted by retention
-        (0: none), so a resume from before it has a gap.
+        (0: none), so a resume from before it has a gap; open_turn: the seq
+        of the response_start of an answer still streaming (0: none).
       messages(session, ord, id, role, text, sender, ts, finish) UNIQUE(session,ord)
         history order is ord: a user message's ord is 2 x the seq of its
         message_added event; its answer's ord is that + 1.
@@ -102,6 +103,10 @@ int pl_store_db_put_message(pl_store_db_t *db, const char *session, const pl_sto
 /* Inserts or replaces event (session, seq); raises sessions.seq to seq. */
 int pl_store_db_put_event(pl_store_db_t *db, const char *session, int64_t seq, int type, const char *respid,
                           const void *body, size_t len);
+/* Records that the answer whose response_start has `seq` is streaming
+   (0: none is), so that recovery after a crash can close it. */
+int pl_store_db_set_open_turn(pl_store_db_t *db, const char *session, int64_t seq);
+
 /* Deletes events of `session` with seq <= upto (retention); raises
    sessions.pruned to upto. */
 int pl_store_db_prune_events(pl_store_db_t *db, const char *session, int64_t upto);
@@ -143,6 +148,12 @@ bool pl_store_db_events_gap(pl_store_db_t *db, const char *session, int64_t afte
    not call into db. Returns the number listed, or < 0. */
 typedef int (*pl_store_session_fn)(const pl_store_session_t *s, void *arg);
 long pl_store_db_list(pl_store_db_t *db, size_t limit, pl_store_session_fn fn, void *arg);
+/* Calls fn(session, response_start seq) for every session whose answer was
+   streaming when the database was last written (set_open_turn). fn gets a
+   borrowed id and must not call into the database; nonzero stops. Returns
+   how many were given, or < 0. */
+typedef int (*pl_store_open_fn)(const char *session, int64_t start_seq, void *arg);
+long pl_store_db_open_turns(pl_store_db_t *db, pl_store_open_fn fn, void *arg);
 /* Number of stored sessions, or < 0. */
 long pl_store_db_count(pl_store_db_t *db);
 

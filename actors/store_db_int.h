@@ -35,6 +35,8 @@
     X(SESS_PRUNE, "UPDATE sessions SET pruned = max(pruned, ?2) WHERE id = ?1")                                        \
     X(SESS_RECOVER, "UPDATE sessions SET seq = max(seq, coalesce((SELECT max(e.seq) FROM events e"                     \
                     " WHERE e.session = sessions.id), 0)) + ?1")                                                       \
+    X(SESS_OPEN_SET, "UPDATE sessions SET open_turn = ?2 WHERE id = ?1")                                             \
+    X(SESS_OPEN_LIST, "SELECT id, open_turn FROM sessions WHERE open_turn > 0")                                       \
     X(SESS_DEL, "DELETE FROM sessions WHERE id = ?1")                                                                  \
     X(MSG_INSERT,                                                                                                      \
       "INSERT INTO messages (session, ord, id, role, sender, ts, finish, text)"                                        \

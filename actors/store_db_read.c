@@ -241,6 +241,39 @@ pl_store_db_events_gap(pl_store_db_t *db, const char *session, int64_t after)
 }
 
 long
+pl_store_db_open_turns(pl_store_db_t *db, pl_store_open_fn fn, void *arg)
+{
+    static const char op[] = "open_turns";
+    int rc = store_db_enter(db, op);
+    if (rc < 0)
+        return rc;
+    if (!fn)
+        return store_db_refuse(op, NULL, -PL_E_MISSING_FIELD);
+    sqlite3_stmt *st = db->stmt[S_SESS_OPEN_LIST];
+    long given = 0;
+    db->in_fn = true;
+    for (;;) {
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+            break;
+        const char *id = (const char *) sqlite3_column_text(st, 0);
+        if (!id) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        given++;
+        if (fn(id, sqlite3_column_int64(st, 1), arg) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    db->in_fn = false;
+    long out = rc == SQLITE_DONE ? given : store_db_log_sqlite(db, op, NULL);
+    store_db_done(st);
+    return out;
+}
+
+long
 pl_store_db_list(pl_store_db_t *db, size_t limit, pl_store_session_fn fn, void *arg)
 {
     static const char op[] = "list";
