@@ -582,3 +582,63 @@ def http(srv, method, path, body=None, headers=None, timeout=10):
         return Response(r.status, r.getheaders(), r.read())
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- durability helpers
+# (test_durability.py, test_crash.py)
+
+SEQ_CRASH_SKIP = 1 << 20  # every session's seq jumps by this after an unclean stop
+
+
+def is_seq_event(f):
+    """A persistent session event (docs/protocol.md §1.2): it advances seq, is stored and
+    is replayed on a resume. Wider than ``is_persistent``: the MODEL_ERROR error and read
+    receipts too."""
+    if is_persistent(f):
+        return True
+    if f["type"] == "error" and f.get("code") == "MODEL_ERROR":
+        return True
+    return f["type"] == "delivery_confirmation" and f.get("status") == "read"
+
+
+def seq_events(frames, session_id=None):
+    return [f for f in frames if is_seq_event(f) and
+            (session_id is None or f.get("session_id") == session_id)]
+
+
+def get_json(srv, path, status=200):
+    r = http(srv, "GET", path)
+    assert r.status == status, f"GET {path}: {r}"
+    return r.json()
+
+
+def stats(srv):
+    return get_json(srv, "/stats")
+
+
+def session_info(srv, session_id):
+    """GET /sessions/{id}: the session with its history (``messages``)."""
+    return get_json(srv, f"/sessions/{session_id}")
+
+
+async def wait_until(cond, timeout=10, interval=0.05, what="condition"):
+    """Polls ``cond()`` (a plain function) until it is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def resume(client, session_id, last_seq, timeout=15):
+    """join_session with last_seq → (frames before session_joined, session_joined).
+    Fails on an error frame."""
+    await client.send({"type": "join_session", "session_id": session_id, "last_seq": last_seq})
+    frames = await client.recv_until("session_joined", timeout=timeout,
+                                     pred=lambda f: f.get("session_id") == session_id)
+    errs = [f for f in frames if f["type"] == "error"]
+    assert not errs, f"error while resuming: {errs}"
+    return frames[:-1], frames[-1]
