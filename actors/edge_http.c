@@ -44,6 +44,8 @@ s_reset(pl_edge_t *self, pss_t *pss)
         s_req_key(pss->req, key, sizeof key);
         pl_map_take(self->http, key);
     }
+    if (pss->body_pending)
+        pl_edge_body_deadline(self, pss->wsi, pss, false);
     pl_env_reset(&pss->acc);
     free(pss->body);
     free(pss->resp);
@@ -193,6 +195,14 @@ s_request(pl_edge_t *self, struct lws *wsi, pss_t *pss, const char *path)
         if (lws_hdr_total_length(wsi, s_methods[i].token) > 0)
             pss->method = s_methods[i].method;
     pl_http_route(pss->method, path ? path : "", &pss->match);
+    /* A body must be in within --handshake-timeout of the headers (lws
+       itself would wait as long as each piece keeps arriving). */
+    char cl[32] = "";
+    unsigned long long clen = 0;
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+        clen = strtoull(cl, NULL, 10);
+    if (clen > 0 || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0)
+        pl_edge_body_deadline(self, wsi, pss, true);
     if (pss->match.status == 404) {
         s_respond_error(pss, 404, "NOT_FOUND", "not found");
         return 0;
@@ -239,21 +249,16 @@ s_request(pl_edge_t *self, struct lws *wsi, pss_t *pss, const char *path)
     case PL_ROUTE_SESSION_CLEAR:
         s_ask_session(self, pss, PL_MSG_HTTP_CLEAR);
         break;
-    case PL_ROUTE_SESSIONS_NEW: {
-        char cl[32] = "";
-        if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0) {
-            unsigned long long n = strtoull(cl, NULL, 10);
-            if (n > (unsigned long long) self->cfg->max_http_body) {
-                pss->body_too_big = true;
-                s_create(self, pss);
-            } else if (n > 0) {
-                break; /* the body follows: HTTP_BODY, then HTTP_BODY_COMPLETION */
-            }
+    case PL_ROUTE_SESSIONS_NEW:
+        if (clen > (unsigned long long) self->cfg->max_http_body) {
+            pss->body_too_big = true;
+            s_create(self, pss);
+        } else if (clen > 0) {
+            break; /* the body follows: HTTP_BODY, then HTTP_BODY_COMPLETION */
         }
         if (!pss->responding)
             s_create(self, pss);
         break;
-    }
     default:
         s_respond_error(pss, 404, "NOT_FOUND", "not found");
         break;
@@ -309,7 +314,9 @@ s_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
             method = s_methods[i].name;
     pl_log_info("http", "method=%s route=%d status=%d bytes=%zu", method, (int) pss->match.route, pss->status,
                 pss->resplen);
-    bool close = pss->body_too_big;
+    /* Answered before its body was all in (too big, or not needed): the
+       rest of the body is not worth reading. */
+    bool close = pss->body_too_big || pss->body_pending;
     s_reset(self, pss); /* the transaction is over: free what it held */
     if (n < 0 || close)
         return -1;
@@ -435,11 +442,17 @@ pl_edge_http_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reason
         s_body(self, pss, in, len);
         return 0;
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        pl_edge_body_deadline(self, wsi, pss, false);
         if (pss->match.route == PL_ROUTE_SESSIONS_NEW && !pss->responding && pss->waiting == 0)
             s_create(self, pss);
         return 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return s_write(self, wsi, pss);
+    case LWS_CALLBACK_TIMER:
+        if (!pss || !pss->body_pending)
+            return 0;
+        pl_log_warn("slow", "request_body_over_s=%ld action=close", self->cfg->handshake_timeout);
+        return -1; /* lws closes the connection */
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
         if (pss && !pss->is_ws)

@@ -61,7 +61,12 @@ void pl_http_route(pl_method_t method, const char *path, pl_http_match_t *out);
 /* The edge's own counters, for /health and /stats. */
 typedef struct {
     int64_t conns_current, conns_total, conns_rejected, slow_closed;
+    /* conns_rejected by reason: total cap, per-address cap, shutting down */
+    int64_t rejected_max, rejected_per_address, rejected_stopping;
     int64_t frames_in, frames_out, mailbox_dropped;
+    /* chunk frames merged into a slow consumer's queued chunk; bytes now
+       charged to outbound queues (a shared frame once per queue) */
+    int64_t coalesced, queued_bytes;
     int64_t errors[PL_E_COUNT_];
     double uptime;
     int64_t workers, shards;

@@ -86,9 +86,14 @@ pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_m
     s_put_path(o, "connections.current", (double) edge->conns_current);
     s_put_path(o, "connections.total", (double) edge->conns_total);
     s_put_path(o, "connections.rejected", (double) edge->conns_rejected);
+    s_put_path(o, "connections.rejected_by.max_connections", (double) edge->rejected_max);
+    s_put_path(o, "connections.rejected_by.per_address", (double) edge->rejected_per_address);
+    s_put_path(o, "connections.rejected_by.stopping", (double) edge->rejected_stopping);
     s_put_path(o, "connections.slow_closed", (double) edge->slow_closed);
     s_put_path(o, "frames.in", (double) edge->frames_in);
     s_put_path(o, "frames.out", (double) edge->frames_out);
+    s_put_path(o, "frames.coalesced", (double) edge->coalesced);
+    s_put_path(o, "frames.queued_bytes", (double) edge->queued_bytes);
     cJSON *errors = cJSON_AddObjectToObject(o, "errors");
     for (int i = 1; i < PL_E_COUNT_; i++) {
         const char *name = pl_err_name(i);

@@ -642,3 +642,143 @@ async def resume(client, session_id, last_seq, timeout=15):
     errs = [f for f in frames if f["type"] == "error"]
     assert not errs, f"error while resuming: {errs}"
     return frames[:-1], frames[-1]
+
+# --------------------------------------------------------------------------- raw WebSocket
+
+
+class RawWS:
+    """A bare-socket WebSocket client of /ws, for clients the websockets library will not
+    imitate: one that stops reading (its kernel buffers fill, the server's queue grows), one
+    that never answers pings, one that resets its connection. Blocking, one thread.
+
+    ``RawWS.connect(srv, rcvbuf=4096)`` does the upgrade by hand (a small SO_RCVBUF, set
+    before connecting, makes the window small so the server sees the socket full early).
+    Frames it sends are masked text frames; frames it reads are the server's (unmasked,
+    never fragmented by parleyd)."""
+
+    def __init__(self, sock, leftover=b""):
+        self.sock = sock
+        self.buf = leftover
+        self.frames = []          # every JSON frame read, in order
+        self.close_code = None
+        self.close_reason = None
+
+    @classmethod
+    def connect(cls, srv, rcvbuf=None, path="/ws", timeout=10, source=None):
+        import base64
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            s.bind((source, 0))
+        s.settimeout(timeout)
+        s.connect((srv.host, srv.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall((f"GET {path} HTTP/1.1\r\nHost: {srv.host}:{srv.port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                   f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"closed during the handshake: {buf!r}")
+            buf += chunk
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            s.close()
+            raise ConnectionError(f"upgrade refused: {head[:200]!r}")
+        return cls(s, rest)
+
+    def send_json(self, obj):
+        data = json.dumps(obj).encode()
+        mask = os.urandom(4)
+        n = len(data)
+        if n < 126:
+            head = bytes([0x81, 0x80 | n])
+        elif n < 65536:
+            head = bytes([0x81, 0x80 | 126]) + n.to_bytes(2, "big")
+        else:
+            head = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big")
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(head + mask + body)
+
+    def _need(self, n, deadline):
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame in time")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("connection closed by the server")
+            self.buf += chunk
+
+    def recv_frame(self, timeout=10):
+        """(opcode, payload) of the next frame."""
+        deadline = time.monotonic() + timeout
+        self._need(2, deadline)
+        op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
+        at = 2
+        if n == 126:
+            self._need(4, deadline)
+            n, at = int.from_bytes(self.buf[2:4], "big"), 4
+        elif n == 127:
+            self._need(10, deadline)
+            n, at = int.from_bytes(self.buf[2:10], "big"), 10
+        self._need(at + n, deadline)
+        payload, self.buf = self.buf[at:at + n], self.buf[at + n:]
+        return op, payload
+
+    def recv_json(self, timeout=10):
+        """The next JSON frame, or None once the server's close frame arrives."""
+        while True:
+            op, payload = self.recv_frame(timeout)
+            if op == 0x8:
+                if len(payload) >= 2:
+                    self.close_code = int.from_bytes(payload[:2], "big")
+                    self.close_reason = payload[2:].decode("utf-8", "replace")
+                return None
+            if op == 0x1:
+                obj = json.loads(payload)
+                self.frames.append(obj)
+                return obj
+
+    def recv_until(self, type_, timeout=10):
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            f = self.recv_json(max(0.01, deadline - time.monotonic()))
+            if f is None:
+                raise ConnectionError(f"closed ({self.close_code} {self.close_reason!r}) before {type_}")
+            got.append(f)
+            if f["type"] == type_:
+                return got
+
+    def reset(self):
+        """Close with an RST (SO_LINGER on, zero timeout)."""
+        import struct
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def proc_status(srv, field):
+    """A /proc/PID/status field of the server, in kB for sizes (VmRSS, VmHWM)."""
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def proc_fds(srv):
+    return len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+
+
+def is_sanitized(srv):
+    """True when the server runs under AddressSanitizer (its quarantine keeps freed memory
+    resident, so RSS says nothing about our own bounds there)."""
+    with open(f"/proc/{srv.proc.pid}/maps") as f:
+        return "libasan" in f.read()
