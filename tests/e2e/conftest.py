@@ -782,3 +782,20 @@ def is_sanitized(srv):
     resident, so RSS says nothing about our own bounds there)."""
     with open(f"/proc/{srv.proc.pid}/maps") as f:
         return "libasan" in f.read()
+
+
+def echo_prefix(content, question):
+    """True when `content` is the first words of an echo answer to `question`:
+    "Echo turn T (C context messages): <question>"."""
+    want = ["Echo", "turn", None, None, "context", "messages):", *question.split()]
+    got = content.split()
+    if not got or len(got) > len(want):
+        return False
+    for k, (w, g) in enumerate(zip(want, got)):
+        if k == 2 and not g.isdigit():
+            return False
+        if k == 3 and not (g.startswith("(") and g[1:].isdigit()):
+            return False
+        if w is not None and w != g:
+            return False
+    return True

@@ -20,7 +20,7 @@ import time
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from conftest import Client, is_seq_event, run, session_info
+from conftest import Client, echo_prefix, is_seq_event, run, session_info
 
 CYCLES = int(os.environ.get("PARLEY_CRASH_CYCLES", "3"))
 SEED = int(os.environ.get("PARLEY_CRASH_SEED", str(int(time.time() * 1000) % 1000000)))
@@ -168,23 +168,6 @@ class Chatter:
             except ConnectionClosed:
                 self.dropped()
 
-
-
-def echo_prefix(content, question):
-    """True when `content` is the first words of an echo answer to `question`:
-    "Echo turn T (C context messages): <question>"."""
-    want = ["Echo", "turn", None, None, "context", "messages):", *question.split()]
-    got = content.split()
-    if not got or len(got) > len(want):
-        return False
-    for k, (w, g) in enumerate(zip(want, got)):
-        if k == 2 and not g.isdigit():
-            return False
-        if k == 3 and not (g.startswith("(") and g[1:].isdigit()):
-            return False
-        if w is not None and w != g:
-            return False
-    return True
 
 def test_sigkill_under_load_loses_no_acknowledged_message(make_server):
     rng = random.Random(SEED)
