@@ -572,18 +572,27 @@ s_bind_session_i64(sqlite3_stmt *st, const char *session, int64_t n)
     return sqlite3_bind_text(st, 1, session, -1, SQLITE_STATIC) | sqlite3_bind_int64(st, 2, n);
 }
 
-int
-pl_store_db_set_open_turn(pl_store_db_t *db, const char *session, int64_t seq)
+/* The checks of a write naming a session and a count: 0, or < 0 (refused
+   arguments logged). */
+static int
+s_check_session_n(pl_store_db_t *db, const char *op, const char *session, int64_t n)
 {
-    static const char op[] = "set_open_turn";
     int rc = store_db_enter(db, op);
     if (rc < 0)
         return rc;
     rc = store_db_check_id(session);
-    if (rc == 0 && seq < 0)
+    if (rc == 0 && n < 0)
         rc = -PL_E_BAD_FRAME;
+    return rc < 0 ? store_db_refuse(op, session, rc) : 0;
+}
+
+int
+pl_store_db_set_open_turn(pl_store_db_t *db, const char *session, int64_t seq)
+{
+    static const char op[] = "set_open_turn";
+    int rc = s_check_session_n(db, op, session, seq);
     if (rc < 0)
-        return store_db_refuse(op, session, rc);
+        return rc;
     bool own;
     rc = s_write_begin(db, op, &own);
     if (rc < 0)
@@ -621,14 +630,9 @@ int
 pl_store_db_prune_events(pl_store_db_t *db, const char *session, int64_t upto)
 {
     static const char op[] = "prune_events";
-    int rc = store_db_enter(db, op);
+    int rc = s_check_session_n(db, op, session, upto);
     if (rc < 0)
         return rc;
-    rc = store_db_check_id(session);
-    if (rc == 0 && upto < 0)
-        rc = -PL_E_BAD_FRAME;
-    if (rc < 0)
-        return store_db_refuse(op, session, rc);
     sqlite3_stmt *raise = db->stmt[S_SESS_PRUNE], *del = db->stmt[S_EVT_PRUNE];
     return s_write_pair(db, op, session, raise, s_bind_session_i64(raise, session, upto), del,
                         s_bind_session_i64(del, session, upto));
