@@ -51,8 +51,6 @@ session_free(void *p)
     free(s->members);
     session_ring_free(s);
     pl_env_reset(&s->chunks_out);
-    for (size_t i = 0; i < s->njoiners; i++)
-        free(s->joiners[i].cid);
     free(s->joiners);
     free(s->model);
     free(s->kind);

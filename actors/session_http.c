@@ -89,11 +89,7 @@ session_handle_http(self_t *self, pl_env_t *env)
     if (env->type == PL_MSG_HTTP_GET) {
         s_info(s, &info);
         pl_env_sessv_add(&reply, &info);
-        reply.present |= 1ull << PL_F_HIST;
-        size_t from = session_hist_window(s, s->nhist, PL_HTTP_HISTORY_MAX, false);
-        pl_env_set_bool(&reply, PL_F_FLAG, from > 0 || (int64_t) s->nhist < s->nmessages); /* truncated */
-        for (size_t i = from; i < s->nhist; i++)
-            pl_env_hist_add(&reply, &s->hist[i]);
+        session_hist_newest(s, &reply);
     } else if (env->type == PL_MSG_HTTP_CLEAR) {
         for (size_t i = 0; i < s->nhist; i++)
             session_hist_free(&s->hist[i]);

@@ -36,7 +36,6 @@ typedef struct {
     uint64_t conn;
     int64_t last; /* the newest seq it has been sent */
     int64_t replayed;
-    char *cid;
 } s_joiner_t;
 
 typedef struct {
@@ -108,6 +107,9 @@ s_session_t *session_create(self_t *self, const pl_env_t *req, int *code, const 
    texts together fit `budget` bytes (the newest one always, with
    `at_least_one`). Turns (--max-context) and GET replies use it. */
 size_t session_hist_window(const s_session_t *s, size_t end, size_t budget, bool at_least_one);
+/* Puts the newest messages (PL_HTTP_HISTORY_MAX bytes of them) in env's
+   HIST, and FLAG: truncated (older ones left out, here or in the store). */
+void session_hist_newest(const s_session_t *s, pl_env_t *env);
 void session_handle_chat(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_chunk(self_t *self, s_session_t *s, pl_env_t *env);
 void session_handle_done(self_t *self, s_session_t *s, pl_env_t *env);

@@ -122,30 +122,42 @@ s_ring_first(const s_session_t *s)
     return s->ring_len ? s->ring[s->ring_head].seq : 0;
 }
 
-/* Sends one encoded event to `conn` alone; false if it could not be sent. */
+/* True when what happened after `last` is all in the ring (or nothing did). */
 static bool
-s_send_to(self_t *self, uint64_t conn, const char *buf, size_t len)
+s_ring_covers(const s_session_t *s, int64_t last)
+{
+    return last >= s->seq || (s->ring_len > 0 && s_ring_first(s) <= last + 1);
+}
+
+/* Sends an encoded event (a ring entry or a stored row; a stored ST_CHUNKS
+   row is a run of chunk events) to j->conn alone, if newer than j->last;
+   advances j->last and counts what was sent in j->replayed. */
+static void
+s_replay_one(self_t *self, s_joiner_t *j, const char *buf, size_t len, int depth)
 {
     pl_env_t ev;
     if (pl_env_decode(buf, len, &ev) != 0)
-        return false;
-    pl_env_set_u64(&ev, PL_F_TO, conn);
-    int rc = pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &ev);
+        return;
+    if (ev.type == PL_MSG_ST_CHUNKS && depth == 0) {
+        for (size_t i = 0; i < ev.events.n; i++)
+            s_replay_one(self, j, ev.events.v[i].p, ev.events.v[i].n, 1);
+    } else if (ev.type >= PL_MSG_EV_MESSAGE_ADDED && ev.type <= PL_MSG_EV_DELETED && ev.seq > j->last) {
+        pl_env_set_u64(&ev, PL_F_TO, j->conn);
+        if (pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &ev) == 0)
+            j->replayed++;
+        j->last = ev.seq;
+    }
     pl_env_reset(&ev);
-    return rc == 0;
 }
 
-/* Sends the ring's events after *last to conn; advances *last, counts. */
+/* Sends the ring's events after j->last. */
 static void
-s_ring_replay(self_t *self, s_session_t *s, uint64_t conn, int64_t *last, int64_t *count)
+s_ring_replay(self_t *self, s_session_t *s, s_joiner_t *j)
 {
     for (size_t i = 0; i < s->ring_len; i++) {
         const s_recent_t *r = &s->ring[(s->ring_head + i) % s->ring_cap];
-        if (r->seq <= *last)
-            continue;
-        if (s_send_to(self, conn, r->buf, r->len))
-            (*count)++;
-        *last = r->seq;
+        if (r->seq > j->last)
+            s_replay_one(self, j, r->buf, r->len, 0);
     }
 }
 
@@ -186,11 +198,7 @@ s_gap(self_t *self, s_session_t *s, uint64_t conn)
     pl_env_set_str(&h, PL_F_SESSION, s->id);
     pl_env_set_i64(&h, PL_F_SEQ, s->seq);
     pl_env_set_i64(&h, PL_F_COUNT, s->nmessages);
-    h.present |= 1ull << PL_F_HIST;
-    size_t from = session_hist_window(s, s->nhist, PL_HTTP_HISTORY_MAX, false);
-    pl_env_set_bool(&h, PL_F_FLAG, from > 0 || (int64_t) s->nhist < s->nmessages); /* truncated */
-    for (size_t i = from; i < s->nhist; i++)
-        pl_env_hist_add(&h, &s->hist[i]);
+    session_hist_newest(s, &h);
     session_to_edge(self, &h);
     pl_env_reset(&h);
     if (s->running) {
@@ -234,28 +242,7 @@ session_forget_joiner(s_session_t *s, uint64_t conn)
     s_joiner_t *j = s_joiner(s, conn);
     if (!j)
         return;
-    free(j->cid);
     *j = s->joiners[--s->njoiners];
-}
-
-/* Sends a stored row's events after j->last to the joiner: an event, or
-   (ST_CHUNKS) a run of chunk events. */
-static void
-s_replay_row(self_t *self, s_joiner_t *j, const char *buf, size_t len, int depth)
-{
-    pl_env_t ev;
-    if (pl_env_decode(buf, len, &ev) != 0)
-        return;
-    if (ev.type == PL_MSG_ST_CHUNKS && depth == 0) {
-        for (size_t i = 0; i < ev.events.n; i++)
-            s_replay_row(self, j, ev.events.v[i].p, ev.events.v[i].n, 1);
-    } else if (ev.type >= PL_MSG_EV_MESSAGE_ADDED && ev.type <= PL_MSG_EV_DELETED && ev.seq > j->last) {
-        pl_env_set_u64(&ev, PL_F_TO, j->conn);
-        if (pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, &ev) == 0)
-            j->replayed++;
-        j->last = ev.seq;
-    }
-    pl_env_reset(&ev);
 }
 
 static void
@@ -281,10 +268,10 @@ session_resume(self_t *self, s_session_t *s, pl_env_t *env)
         s_gap(self, s, env->conn);
         return;
     }
-    int64_t count = 0;
-    if (last == s->seq || (s->ring_len > 0 && s_ring_first(s) <= last + 1)) {
-        s_ring_replay(self, s, env->conn, &last, &count);
-        s_join_done(self, s, env->conn, count, false);
+    if (s_ring_covers(s, last)) {
+        s_joiner_t now = {env->conn, last, 0};
+        s_ring_replay(self, s, &now);
+        s_join_done(self, s, env->conn, now.replayed, false);
         return;
     }
     if (s_joiner(s, env->conn))
@@ -296,7 +283,7 @@ session_resume(self_t *self, s_session_t *s, pl_env_t *env)
     }
     s->joiners = v;
     s_joiner_t *j = &s->joiners[s->njoiners++];
-    *j = (s_joiner_t){env->conn, last, 0, NULL};
+    *j = (s_joiner_t){env->conn, last, 0};
     s_ask_store(self, s, j);
 }
 
@@ -315,10 +302,10 @@ session_handle_events(self_t *self, pl_env_t *env)
         return;
     }
     for (size_t i = 0; i < env->events.n; i++)
-        s_replay_row(self, j, env->events.v[i].p, env->events.v[i].n, 0);
-    int64_t last = j->last, count = j->replayed;
-    if (last >= s->seq || (s->ring_len > 0 && s_ring_first(s) <= last + 1)) {
-        s_ring_replay(self, s, conn, &last, &count);
+        s_replay_one(self, j, env->events.v[i].p, env->events.v[i].n, 0);
+    if (s_ring_covers(s, j->last)) {
+        s_ring_replay(self, s, j);
+        int64_t count = j->replayed;
         session_forget_joiner(s, conn);
         s_join_done(self, s, conn, count, false);
     } else if (env->events.n > 0) {

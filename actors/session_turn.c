@@ -25,6 +25,16 @@ session_hist_window(const s_session_t *s, size_t end, size_t budget, bool at_lea
     return from;
 }
 
+void
+session_hist_newest(const s_session_t *s, pl_env_t *env)
+{
+    env->present |= 1ull << PL_F_HIST; /* an empty history is still a history */
+    size_t from = session_hist_window(s, s->nhist, PL_HTTP_HISTORY_MAX, false);
+    pl_env_set_bool(env, PL_F_FLAG, from > 0 || (int64_t) s->nhist < s->nmessages);
+    for (size_t i = from; i < s->nhist; i++)
+        pl_env_hist_add(env, &s->hist[i]);
+}
+
 /* Index of message `id` in the history, or -1 (searched from the newest). */
 static ssize_t
 s_hist_find(const s_session_t *s, const char *id)

@@ -211,6 +211,14 @@ s_send_edge(self_t *self, const pl_env_t *env)
     pl_outbox_send(self->actor->out, PL_KIND_EDGE, 0, env);
 }
 
+/* Tells the sender of `msg` (CONN, CID) that its message is not stored. */
+static void
+s_not_stored(self_t *self, const pl_env_t *msg)
+{
+    pl_actor_error(self->actor, msg->conn, pl_env_has(msg, PL_F_CID) ? msg->cid : NULL, PL_E_INTERNAL,
+                   "the message could not be stored; send it again");
+}
+
 /* Commits the open batch, then releases what waited for it. */
 static void
 s_commit(self_t *self)
@@ -236,8 +244,7 @@ s_commit(self_t *self)
             s_send_edge(self, a);
             self->stats[PL_STAT_STORE_ACKS]++;
         } else {
-            pl_actor_error(self->actor, a->conn, pl_env_has(a, PL_F_CID) ? a->cid : NULL, PL_E_INTERNAL,
-                           "the message could not be stored; send it again");
+            s_not_stored(self, a);
         }
         pl_env_reset(a);
     }
@@ -345,8 +352,7 @@ s_put_message(self_t *self, const pl_env_t *env)
     if (rc == 0 && pl_env_has(env, PL_F_CONN))
         s_ack_after_commit(self, env);
     else if (rc != 0 && pl_env_has(env, PL_F_CONN))
-        pl_actor_error(self->actor, env->conn, pl_env_has(env, PL_F_CID) ? env->cid : NULL, PL_E_INTERNAL,
-                       "the message could not be stored; send it again");
+        s_not_stored(self, env);
 }
 
 /* ---- reads ---- */
@@ -495,8 +501,7 @@ s_handle(void *self_, pl_env_t *env)
                  env->type != PL_MSG_STATS_REQ;
     if (write && !s_begin(self)) {
         if (env->type == PL_MSG_ST_MESSAGE && pl_env_has(env, PL_F_CONN))
-            pl_actor_error(self->actor, env->conn, pl_env_has(env, PL_F_CID) ? env->cid : NULL, PL_E_INTERNAL,
-                           "the message could not be stored; send it again");
+            s_not_stored(self, env);
         return;
     }
     pl_env_t reply;
