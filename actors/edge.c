@@ -284,9 +284,16 @@ s_main(void *arg)
     info.timeout_secs_ah_idle = (unsigned) self->cfg->handshake_timeout;
     info.vhost_name = "parley";
     info.count_threads = 1;
-    struct lws_context *ctx = self->box && self->out ? lws_create_context(&info) : NULL;
+    char taperr[256] = "";
+    bool tap_ok = !self->cfg->tap[0] || (self->tap = pl_tap_new(self->cfg->tap, (int) self->cfg->tap_hwm, taperr,
+                                                                  sizeof taperr));
+    if (!tap_ok)
+        pl_log_error("tap", "error=\"%s\"", taperr);
+    struct lws_context *ctx = self->box && self->out && tap_ok ? lws_create_context(&info) : NULL;
     if (!ctx) {
-        pl_log_error("listen", "host=%s port=%ld error=cannot_listen", self->cfg->host, self->cfg->port);
+        if (tap_ok)
+            pl_log_error("listen", "host=%s port=%ld error=cannot_listen", self->cfg->host, self->cfg->port);
+        pl_tap_destroy(&self->tap);
         pl_mailbox_destroy(&self->box);
         pl_outbox_destroy(&self->out);
         s_start_done(self, -PL_E_INTERNAL);
@@ -296,6 +303,8 @@ s_main(void *arg)
     self->ctx = ctx;
     pthread_mutex_unlock(&self->ring_lock);
     pl_log_info("listen", "host=%s port=%ld", self->cfg->host, self->cfg->port);
+    if (self->tap)
+        pl_log_info("tap", "endpoint=%s hwm=%ld", self->cfg->tap, self->cfg->tap_hwm);
     s_start_done(self, 0);
 
     lws_sorted_usec_list_t sul;
@@ -321,6 +330,7 @@ s_main(void *arg)
     lws_sul_cancel(&sul);
     pl_edge_drain_end(self);
     lws_context_destroy(ctx);
+    pl_tap_destroy(&self->tap);
     pl_mailbox_destroy(&self->box);
     pl_outbox_destroy(&self->out);
     return NULL;

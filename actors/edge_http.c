@@ -91,6 +91,8 @@ pl_edge_stats_now(pl_edge_t *self)
 {
     self->stats.uptime = pl_wall_s() - self->started_at;
     self->stats.mailbox_dropped = (int64_t) pl_runtime_dropped(self->rt);
+    self->stats.tap_published = (int64_t) pl_tap_published(self->tap);
+    self->stats.tap_dropped = (int64_t) pl_tap_dropped(self->tap);
 }
 
 /* Opens a gather: replies carrying this request id are routed back here. */

@@ -15,6 +15,7 @@
 #include "../protocol/pl_http.h"
 #include "../protocol/pl_limits.h"
 #include "../transport/pl_map.h"
+#include "../transport/pl_tap.h"
 #include "edge.h"
 
 /* A serialised outbound frame. Shared (refcounted) by every connection it
@@ -48,6 +49,7 @@ typedef struct pss {
     bool rx_binary;
     bool discarding; /* over the hard limit: reading to the end, then 1009 */
     int close_code; /* nonzero: close with it at the next writeable */
+    int peer_close; /* the close code the client sent, for the tap */
     char (*sessions)[PL_ID_MAX + 1]; /* grows: the conn actor enforces the cap */
     size_t nsessions, capsessions;
     /* HTTP */
@@ -82,6 +84,7 @@ struct pl_edge {
     pl_map_t *index; /* session id → s_members_t: who to fan out to */
     pl_map_t *http;  /* request id → pss awaiting replies */
     pl_map_t *peers; /* peer address → open WebSockets from it (as uintptr_t) */
+    pl_tap_t *tap;   /* --tap, or NULL */
     uint64_t next_req;
     bool stopping;
     int start_rc;

@@ -338,10 +338,15 @@ pl_edge_send_to(pl_edge_t *self, pss_t *pss, const pl_env_t *env)
 }
 
 static int
-s_write_frame(struct lws *wsi, const pl_edge_frame_t *f)
+s_write_frame(pl_edge_t *self, struct lws *wsi, const pss_t *pss, pl_edge_frame_t *f)
 {
-    if (!f->merged)
-        return lws_write(wsi, (unsigned char *) f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT) < 0 ? -1 : 0;
+    if (!f->merged) {
+        if (lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT) < 0)
+            return -1;
+        if (self->tap)
+            pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, f->buf + LWS_PRE, f->len);
+        return 0;
+    }
     size_t len = 0;
     char *json = pl_session_render(f->chunk, &len);
     unsigned char *buf = json ? malloc(LWS_PRE + len) : NULL;
@@ -352,6 +357,8 @@ s_write_frame(struct lws *wsi, const pl_edge_frame_t *f)
     memcpy(buf + LWS_PRE, json, len);
     free(json);
     int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+    if (n >= 0 && self->tap)
+        pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, buf + LWS_PRE, len);
     free(buf);
     return n < 0 ? -1 : 0;
 }
@@ -370,7 +377,7 @@ pl_edge_queue_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
             break;
         }
         pl_edge_frame_t *f = s_pop(self, pss);
-        int rc = s_write_frame(wsi, f);
+        int rc = s_write_frame(self, wsi, pss, f);
         pl_edge_frame_unref(f);
         if (rc < 0)
             return -1;

@@ -62,6 +62,9 @@ s_open(pl_edge_t *self, struct lws *wsi, pss_t *pss)
     self->stats.conns_current++;
     self->stats.conns_total++;
 
+    if (self->tap)
+        pl_tap_open(self->tap, pss->conn, "/ws", "session");
+
     pl_env_t env;
     pl_env_init(&env, PL_MSG_CONN_OPEN);
     pl_env_set_u64(&env, PL_F_CONN, pss->conn);
@@ -92,6 +95,9 @@ s_closed(pl_edge_t *self, pss_t *pss)
     pss->sessions = NULL;
     pss->rx = NULL;
     self->stats.conns_current--;
+    if (self->tap)
+        pl_tap_close(self->tap, pss->conn, pss->close_code ? pss->close_code : pss->peer_close,
+                     pss->close_code ? PL_CAP_OUT : PL_CAP_IN);
 
     pl_env_t env;
     pl_env_init(&env, PL_MSG_CONN_CLOSE);
@@ -119,6 +125,9 @@ static void
 s_message(pl_edge_t *self, pss_t *pss)
 {
     self->stats.frames_in++;
+    if (self->tap) /* a frame over --max-frame was not kept: its bytes are not captured */
+        pl_tap_frame(self->tap, pss->conn, PL_CAP_IN, pss->rx_binary ? PL_CAP_BINARY : PL_CAP_TEXT, pss->rx,
+                     pss->rxlen);
     if (pss->rx_binary) {
         s_local_error(self, pss, PL_E_BAD_FRAME, "binary frames are not accepted: send JSON text");
         return;
@@ -229,6 +238,12 @@ pl_edge_ws_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons 
         return s_open(self, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
         return s_receive(self, wsi, pss, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (len >= 2) {
+            int code = ((const unsigned char *) in)[0] << 8 | ((const unsigned char *) in)[1];
+            pss->peer_close = code < 5000 ? code : 0;
+        }
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return pl_edge_queue_write(self, wsi, pss);
     case LWS_CALLBACK_TIMER:

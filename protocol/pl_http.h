@@ -67,6 +67,8 @@ typedef struct {
     /* chunk frames merged into a slow consumer's queued chunk; bytes now
        charged to outbound queues (a shared frame once per queue) */
     int64_t coalesced, queued_bytes;
+    /* --tap: records published, and dropped for a recorder too far behind */
+    int64_t tap_published, tap_dropped;
     int64_t errors[PL_E_COUNT_];
     double uptime;
     int64_t workers, shards;

@@ -94,6 +94,8 @@ pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_m
     s_put_path(o, "frames.out", (double) edge->frames_out);
     s_put_path(o, "frames.coalesced", (double) edge->coalesced);
     s_put_path(o, "frames.queued_bytes", (double) edge->queued_bytes);
+    s_put_path(o, "tap.published", (double) edge->tap_published);
+    s_put_path(o, "tap.dropped", (double) edge->tap_dropped);
     cJSON *errors = cJSON_AddObjectToObject(o, "errors");
     for (int i = 1; i < PL_E_COUNT_; i++) {
         const char *name = pl_err_name(i);
