@@ -199,6 +199,7 @@ s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *
     case LWS_CALLBACK_ESTABLISHED:
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
     case LWS_CALLBACK_CLOSED:
         return pl_edge_ws_callback(self, wsi, reason, pss, in, len);
     case LWS_CALLBACK_TIMER:
@@ -216,6 +217,14 @@ static const struct lws_protocols s_protocols[] = {
 };
 
 /* ---- lifecycle ---- */
+
+static void
+s_tap_tick(lws_sorted_usec_list_t *sul)
+{
+    pl_edge_t *self = lws_container_of(sul, pl_edge_t, tap_sul);
+    pl_tap_service(self->tap);
+    lws_sul_schedule(self->ctx, 0, &self->tap_sul, s_tap_tick, PL_TAP_SERVICE_MS * LWS_US_PER_MS);
+}
 
 static void
 s_stop_deadline(lws_sorted_usec_list_t *sul)
@@ -303,8 +312,10 @@ s_main(void *arg)
     self->ctx = ctx;
     pthread_mutex_unlock(&self->ring_lock);
     pl_log_info("listen", "host=%s port=%ld", self->cfg->host, self->cfg->port);
-    if (self->tap)
+    if (self->tap) {
         pl_log_info("tap", "endpoint=%s hwm=%ld", self->cfg->tap, self->cfg->tap_hwm);
+        lws_sul_schedule(ctx, 0, &self->tap_sul, s_tap_tick, PL_TAP_SERVICE_MS * LWS_US_PER_MS);
+    }
     s_start_done(self, 0);
 
     lws_sorted_usec_list_t sul;
@@ -328,6 +339,7 @@ s_main(void *arg)
     self->ctx = NULL;
     pthread_mutex_unlock(&self->ring_lock);
     lws_sul_cancel(&sul);
+    lws_sul_cancel(&self->tap_sul);
     pl_edge_drain_end(self);
     lws_context_destroy(ctx);
     pl_tap_destroy(&self->tap);

@@ -85,6 +85,7 @@ struct pl_edge {
     pl_map_t *http;  /* request id → pss awaiting replies */
     pl_map_t *peers; /* peer address → open WebSockets from it (as uintptr_t) */
     pl_tap_t *tap;   /* --tap, or NULL */
+    lws_sorted_usec_list_t tap_sul;
     uint64_t next_req;
     bool stopping;
     int start_rc;

@@ -125,9 +125,9 @@ static void
 s_message(pl_edge_t *self, pss_t *pss)
 {
     self->stats.frames_in++;
-    if (self->tap) /* a frame over --max-frame was not kept: its bytes are not captured */
+    if (self->tap) /* a frame over --max-frame was not kept: it is captured empty */
         pl_tap_frame(self->tap, pss->conn, PL_CAP_IN, pss->rx_binary ? PL_CAP_BINARY : PL_CAP_TEXT, pss->rx,
-                     pss->rxlen);
+                     pss->rxtotal > (size_t) self->cfg->max_frame ? 0 : pss->rxlen);
     if (pss->rx_binary) {
         s_local_error(self, pss, PL_E_BAD_FRAME, "binary frames are not accepted: send JSON text");
         return;

@@ -25,6 +25,9 @@
 
 #define PL_CAP_MAGIC "parley-capture"
 #define PL_CAP_VERSION 1
+/* The tap's first message to each recorder, once it is subscribed (text,
+   not a record: records are msgpack arrays). */
+#define PL_CAP_TAP_WELCOME "parley-tap 1"
 /* Longest path, dialect and source strings a capture may hold. */
 #define PL_CAP_NAME_MAX 256
 /* Largest payload of one FRAME record: the largest frame parleyd can be

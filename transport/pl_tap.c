@@ -11,10 +11,6 @@
 #include "../protocol/pl_capture.h"
 #include "../protocol/pl_util.h"
 
-/* Records published between reads of the recorders' (un)subscriptions,
-   which XPUB queues for us to read. */
-#define S_SUBS_EVERY 256
-
 struct pl_tap {
     void *zctx, *sock;
     msgpack_sbuffer sb;
@@ -52,6 +48,8 @@ pl_tap_new(const char *endpoint, int hwm, char *err, size_t errsize)
     zmq_setsockopt(self->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(self->sock, ZMQ_XPUB_NODROP, &one, sizeof one); /* EAGAIN at the HWM: we count drops */
     zmq_setsockopt(self->sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* Each recorder gets this first: once it has it, it is subscribed. */
+    zmq_setsockopt(self->sock, ZMQ_XPUB_WELCOME_MSG, PL_CAP_TAP_WELCOME, strlen(PL_CAP_TAP_WELCOME));
     if (zmq_bind(self->sock, endpoint) != 0) {
         snprintf(err, errsize, "--tap %s: cannot bind: %s", endpoint, zmq_strerror(errno));
         pl_tap_destroy(&self);
@@ -88,11 +86,14 @@ s_publish(pl_tap_t *self, pl_cap_rec_t *r)
         self->dropped++;
     else
         self->published++;
-    if (self->seq % S_SUBS_EVERY == 0) {
-        char sub[256];
-        while (zmq_recv(self->sock, sub, sizeof sub, ZMQ_DONTWAIT) >= 0)
-            ;
-    }
+}
+
+void
+pl_tap_service(pl_tap_t *self)
+{
+    char sub[256];
+    while (zmq_recv(self->sock, sub, sizeof sub, ZMQ_DONTWAIT) >= 0)
+        ;
 }
 
 void

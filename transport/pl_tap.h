@@ -37,6 +37,12 @@ void pl_tap_frame(pl_tap_t *self, uint64_t conn, int dir, int opcode, const void
 /* by: PL_CAP_IN the client closed, PL_CAP_OUT the server did. */
 void pl_tap_close(pl_tap_t *self, uint64_t conn, int code, int by);
 
+/* Call every PL_TAP_SERVICE_MS: ZeroMQ attaches new recorders (and sends
+   them PL_CAP_TAP_WELCOME) only when the socket is used, and XPUB queues
+   their (un)subscriptions for us to read. */
+#define PL_TAP_SERVICE_MS 100
+void pl_tap_service(pl_tap_t *self);
+
 /* Records published, and dropped because a recorder was too far behind. */
 uint64_t pl_tap_published(const pl_tap_t *self);
 uint64_t pl_tap_dropped(const pl_tap_t *self);
