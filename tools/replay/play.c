@@ -28,6 +28,8 @@
 #include <errno.h>
 #include <libwebsockets.h>
 #include <math.h>
+#include <netdb.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -35,7 +37,9 @@
 #include <strings.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "replay.h"
 
@@ -671,6 +675,8 @@ s_copy_end(s_copy_t *c, int64_t now)
                 lws_sul_cancel(&c->sul);
             c->sul_at = 0;
             p->done = --p->copies_left == 0;
+            if (p->done) /* we may be in a timer, before lws's poll: wake it */
+                lws_cancel_service(p->ctx);
         }
         return;
     }
@@ -1088,6 +1094,8 @@ s_help(void)
 static int
 s_parse_double(const char *opt, const char *s, double min, double max, double *out)
 {
+    if (!s)
+        return rp_usage_error(s_cmd, "%s wants a value", opt);
     char *end = NULL;
     errno = 0;
     double v = s && *s ? strtod(s, &end) : NAN;
@@ -1178,10 +1186,10 @@ s_parse_args(s_play_t *p, int argc, char **argv)
         if (strcmp(a, "--fast") == 0) {
             p->fast = true;
         } else if (s_opt(argc, argv, &i, "--speed", &v)) {
-            rc = s_parse_double("--speed", v, 1e-6, 1e9, &p->speed);
+            rc = s_parse_double("--speed", v, 0, 1e9, &p->speed);
             speed_set = true;
             if (rc == 0 && p->speed <= 0)
-                rc = rp_usage_error(s_cmd, "--speed must be above 0");
+                rc = rp_usage_error(s_cmd, "--speed must be above 0 (2: twice as fast, 0.5: half as fast)");
         } else if (s_opt(argc, argv, &i, "--multiply", &v)) {
             rc = s_parse_double("--multiply", v, 1, S_MULTIPLY_MAX, &multiply);
             if (rc == 0 && multiply != floor(multiply))
@@ -1236,6 +1244,49 @@ s_check_fds(const s_play_t *p)
                           (unsigned long long) rl.rlim_cur);
 }
 
+/* One plain TCP connect before the replay, so that a server that is not
+   there is said once, with the reason (lws says only "Unable to connect").
+   0; 1 refused or unreachable; 2 the host does not resolve. */
+static int
+s_probe(const s_play_t *p)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(p->host, port, &hints, &res);
+    if (rc != 0) {
+        fprintf(stderr, "parley-replay play: %s: cannot resolve %s: %s\n", p->url, p->host, gai_strerror(rc));
+        return 2;
+    }
+    int err = ECONNREFUSED;
+    for (const struct addrinfo *a = res; a; a = a->ai_next) {
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+        int timeout_ms = (int) (p->timeout_us / 1000) + 1;
+        socklen_t len = sizeof err;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+            err = 0;
+        else if (errno != EINPROGRESS)
+            err = errno;
+        else if (poll(&pfd, 1, timeout_ms) != 1)
+            err = ETIMEDOUT;
+        else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            err = errno;
+        close(fd);
+        if (err == 0)
+            break;
+    }
+    freeaddrinfo(res);
+    if (err == 0)
+        return 0;
+    fprintf(stderr, "parley-replay play: cannot connect to %s: %s\n", p->hosthdr, strerror(err));
+    return 1;
+}
+
 static int
 s_open_out(s_play_t *p)
 {
@@ -1275,7 +1326,7 @@ s_start(s_play_t *p)
     info.timeout_secs = (unsigned) ceil((double) p->timeout_us / 1e6);
     info.connect_timeout_secs = info.timeout_secs;
     info.user = p;
-    lws_set_log_level(LLL_ERR, NULL);
+    lws_set_log_level(getenv("PLAY_LWS_DEBUG") ? LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO : LLL_ERR, NULL);
     p->ctx = lws_create_context(&info);
     return p->ctx ? 0 : -1;
 }
@@ -1363,6 +1414,8 @@ rp_play(int argc, char **argv)
     rc = s_check_fds(&p);
     if (rc == 0 && s_plan_build(&p.plan, &p.cap, err, sizeof err) != 0)
         rc = rp_usage_error(s_cmd, "%s", err);
+    if (rc == 0)
+        rc = s_probe(&p);
     if (rc == 0 && p.out_path)
         rc = s_open_out(&p);
     if (rc == 0 && s_start(&p) != 0) {
