@@ -602,20 +602,25 @@ s_copy_give_up(s_copy_t *c, const s_event_t *e)
     s_copy_advance(c);
 }
 
-/* An event whose connection is gone: a close is moot; frames left unsent
-   are a failure, said once per connection (one that failed to connect was
-   counted already). */
+/* An event whose connection is gone. The server closing it before the
+   capture's client did (a frame left unsent, or the client's close) is a
+   failure, said once per connection; one that failed to connect or that we
+   closed was counted already. */
 static void
 s_copy_skip(s_copy_t *c, const s_event_t *e, s_conn_t *k)
 {
-    if (e->kind != S_EV_FRAME || k->reported || k->state == S_FAILED)
+    if (k->reported || k->state == S_FAILED || (k->close_known && k->close_by == PL_CAP_IN))
         return;
     k->reported = true;
     c->play->failures++;
     char a[96], t[64];
-    size_t nin = c->play->plan.conns[k->idx].nin;
-    s_warn(c->play, "%s: closed (code %d) before frame %zu (%s) of %zu could be sent; the rest are dropped",
-           s_name(k, a, sizeof a), k->close_code, e->frame_no, s_frame_type(e->rec, t, sizeof t), nin);
+    if (e->kind == S_EV_FRAME)
+        s_warn(c->play, "%s: the server closed it (code %d) before frame %zu (%s) of %zu could be sent",
+               s_name(k, a, sizeof a), k->close_code, e->frame_no, s_frame_type(e->rec, t, sizeof t),
+               c->play->plan.conns[k->idx].nin);
+    else
+        s_warn(c->play, "%s: the server closed it (code %d) where the capture's %s", s_name(k, a, sizeof a),
+               k->close_code, e->rec ? "client closed it" : "connection was still open at the end");
 }
 
 static void
@@ -991,7 +996,10 @@ s_conn_writeable(s_conn_t *k, struct lws *wsi)
         char a[96];
         s_warn(k->copy->play, "%s: frame %zu could not be written; closing", s_name(k, a, sizeof a), e->frame_no);
         k->copy->play->failures++;
-        k->copy->next--; /* s_copy_skip reports it once the close is done */
+        k->tx = e; /* s_conn_closed puts the cursor back on it; s_copy_skip passes it */
+        k->close_code = LWS_CLOSE_STATUS_ABNORMAL_CLOSE;
+        k->close_by = PL_CAP_IN;
+        k->close_known = true;
         return -1;
     }
     s_copy_settled(k->copy);
