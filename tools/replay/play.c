@@ -434,6 +434,7 @@ typedef struct s_copy {
     int end_stage;      /* 0 waiting; 1 closing what is left; 2 killing it */
     size_t live;        /* connections connecting or open */
     bool running, again, finished;
+    bool abandoned; /* a connection failed to connect: the rest would only diverge */
     s_idmap_t ids;
 } s_copy_t;
 
@@ -623,6 +624,24 @@ s_copy_skip(s_copy_t *c, const s_event_t *e, s_conn_t *k)
                k->close_code, e->rec ? "client closed it" : "connection was still open at the end");
 }
 
+/* A copy that lost a connection would only diverge from the capture (and
+   wait --timeout at every gate its missing frames hold): its other events
+   are dropped and its connections closed. */
+static void
+s_copy_abandon(s_copy_t *c)
+{
+    c->abandoned = true;
+    c->next = c->play->plan.nev;
+    c->wait_since = 0;
+    for (size_t i = 0; i < c->play->cap.nconns; i++) {
+        s_conn_t *k = &c->conns[i];
+        if (k->state == S_OPEN && !k->close_now) {
+            k->close_now = LWS_CLOSE_STATUS_NORMAL;
+            lws_callback_on_writable(k->wsi);
+        }
+    }
+}
+
 static void
 s_conn_failed(s_conn_t *k, const char *why)
 {
@@ -631,14 +650,14 @@ s_conn_failed(s_conn_t *k, const char *why)
     if (k->state != S_CONNECTING)
         return;
     char a[96];
-    s_warn(p, "%s: cannot connect to %s%s: %s", s_name(k, a, sizeof a), p->hosthdr, p->plan.conns[k->idx].path,
-           why);
+    s_warn(p, "%s: cannot connect to %s%s: %s; the copy stops here", s_name(k, a, sizeof a), p->hosthdr,
+           p->plan.conns[k->idx].path, why);
     k->state = S_FAILED;
     k->wsi = NULL;
     p->failed_conns++;
     p->failures++;
     c->live--;
-    s_copy_advance(c);
+    s_copy_abandon(c);
     s_copy_settled(c);
 }
 
@@ -841,6 +860,10 @@ s_conn_established(s_conn_t *k)
             r.dialect_len = rc->open->dialect_len;
         }
         s_out_add(p, &r);
+    }
+    if (c->abandoned) {
+        k->close_now = LWS_CLOSE_STATUS_NORMAL;
+        lws_callback_on_writable(k->wsi);
     }
     if (k->greeting) /* the open is done with the greeting (s_conn_message) or S_GREETING_WAIT_US */
         s_copy_run(c);
