@@ -36,8 +36,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,9 +87,9 @@ typedef struct {
     char *path;                /* NUL-terminated request path */
     const pl_cap_rec_t **outs; /* its OUT frames, in order */
     size_t nout;
-    size_t nin;          /* its IN frames */
-    bool server_closes;  /* the capture's CLOSE says the server closed it */
-    bool seen, closed;   /* while building */
+    size_t nin;         /* its IN frames */
+    bool server_closes; /* the capture's CLOSE says the server closed it */
+    bool seen, closed;  /* while building */
 } s_pconn_t;
 
 typedef struct {
@@ -404,10 +404,10 @@ typedef struct {
     size_t idx; /* its connection in the capture */
     struct lws *wsi;
     s_state_t state;
-    size_t recv;          /* whole server frames received */
-    const s_event_t *tx;  /* the frame or close waiting for WRITEABLE */
-    int close_now;        /* nonzero: close with this code at WRITEABLE (end of the replay) */
-    char *rx;             /* the message being reassembled */
+    size_t recv;         /* whole server frames received */
+    const s_event_t *tx; /* the frame or close waiting for WRITEABLE */
+    int close_now;       /* nonzero: close with this code at WRITEABLE (end of the replay) */
+    char *rx;            /* the message being reassembled */
     size_t rx_len, rx_cap;
     bool rx_binary;
     int close_code;
@@ -594,8 +594,9 @@ s_copy_give_up(s_copy_t *c, const s_event_t *e)
     else
         snprintf(what, sizeof what, "%s", e->kind == S_EV_OPEN ? "its open" : "its close");
     snprintf(b, sizeof b, "conn #%zu (id %llu)", o->conn, (unsigned long long) p->cap.conns[o->conn].id);
-    s_warn(p, "%s: %s waited %.1f s for server frame %zu (%s) on %s, which has had %zu; sent without waiting "
-              "for %zu frame(s)",
+    s_warn(p,
+           "%s: %s waited %.1f s for server frame %zu (%s) on %s, which has had %zu; sent without waiting "
+           "for %zu frame(s)",
            s_name(k, a, sizeof a), what, (double) p->timeout_us / 1e6, o->nth,
            s_frame_type(p->plan.conns[o->conn].outs[o->nth - 1], tb, sizeof tb), b, src->recv, e->gate - c->water);
     p->failures++;
@@ -1168,9 +1169,9 @@ s_parse_double(const char *opt, const char *s, double min, double max, double *o
         return rp_usage_error(s_cmd, "%s wants a value", opt);
     char *end = NULL;
     errno = 0;
-    double v = s && *s ? strtod(s, &end) : NAN;
-    if (!s || !*s || *end || errno || !isfinite(v) || v < min || v > max)
-        return rp_usage_error(s_cmd, "%s wants a number from %g to %g, not '%s'", opt, min, max, s ? s : "");
+    double v = *s ? strtod(s, &end) : NAN;
+    if (!*s || *end || errno || !isfinite(v) || v < min || v > max)
+        return rp_usage_error(s_cmd, "%s wants a number from %g to %g, not '%s'", opt, min, max, s);
     *out = v;
     return 0;
 }
@@ -1220,8 +1221,8 @@ s_parse_url(s_play_t *p, const char *url)
             return rp_usage_error(s_cmd, "%s: bad port", url);
         p->port = (int) v;
     }
-    snprintf(p->hosthdr, sizeof p->hosthdr, "%s%s%s:%d", *rest == '[' ? "[" : "", p->host,
-             *rest == '[' ? "]" : "", p->port);
+    snprintf(p->hosthdr, sizeof p->hosthdr, "%s%s%s:%d", *rest == '[' ? "[" : "", p->host, *rest == '[' ? "]" : "",
+             p->port);
     return 0;
 }
 
@@ -1441,8 +1442,9 @@ s_summary(const s_play_t *p, int64_t wall_us)
             br, wall > 0 ? (double) (p->sent + p->received) / wall : 0.0, dur, wall, wall > 0 ? dur / wall : 0.0,
             p->fast ? " (--fast)" : "", (unsigned long long) p->failures, (unsigned long long) p->warnings);
     if (p->greetings)
-        fprintf(stderr, "  %llu frame(s) received before the first event of a connection the capture joined mid-way "
-                        "were not compared (the part the capture missed)\n",
+        fprintf(stderr,
+                "  %llu frame(s) received before the first event of a connection the capture joined mid-way "
+                "were not compared (the part the capture missed)\n",
                 (unsigned long long) p->greetings);
 }
 
