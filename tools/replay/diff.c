@@ -132,6 +132,20 @@ s_by_key(const void *a, const void *b)
     return strcmp(x->string ? x->string : "", y->string ? y->string : "");
 }
 
+/* Replaces member `c` of object `j` by the string `text`, under the same
+   key. The new member, or NULL on OOM. */
+static cJSON *
+s_replace(cJSON *j, cJSON *c, const char *text)
+{
+    cJSON *v = cJSON_CreateString(text);
+    if (!v)
+        return NULL;
+    v->string = c->string; /* the key moves to the new member */
+    c->string = NULL;
+    cJSON_ReplaceItemViaPointer(j, c, v);
+    return v;
+}
+
 /* Canonicalises `j` in place: ids named, volatile values replaced, object
    keys sorted. 0, or -1 on OOM. */
 static int
@@ -143,17 +157,14 @@ s_canon(const s_opts_t *o, s_ids_t *ids, cJSON *j)
     for (cJSON *c = j->child; c; c = c->next) {
         n++;
         if (cJSON_IsObject(j) && c->string && s_is_volatile(o, c->string) && !cJSON_IsNull(c)) {
-            cJSON *v = cJSON_CreateString("<volatile>");
-            if (!v || !cJSON_ReplaceItemViaPointer(j, c, v))
+            if (!(c = s_replace(j, c, "<volatile>")))
                 return -1;
-            c = v;
         } else if (cJSON_IsObject(j) && c->string && s_is_id_key(c->string) && cJSON_IsString(c)) {
             char *name = s_id_name(ids, c->valuestring);
-            cJSON *v = name ? cJSON_CreateString(name) : NULL;
+            c = name ? s_replace(j, c, name) : NULL;
             free(name);
-            if (!v || !cJSON_ReplaceItemViaPointer(j, c, v))
+            if (!c)
                 return -1;
-            c = v;
         } else if (s_canon(o, ids, c) != 0) {
             return -1;
         }
