@@ -2,7 +2,8 @@
 """Measure what the capture tap costs: the same load with the tap off, and on with a
 recorder attached.
 
-The load is real traffic: `parley-replay play --fast --multiply K` of a capture (by
+Three modes: tap off; tap on with no recorder attached; tap on with `parley-replay record`
+writing a capture. The load is real traffic: `parley-replay play --fast --multiply K` of a capture (by
 default tests/captures/conversation.cap), against a parleyd started here with a temporary
 database and --echo-delay-ms 0. For each run it reports:
 
@@ -13,7 +14,7 @@ database and --echo-delay-ms 0. For each run it reports:
   machine the load generator shares;
 - with the tap on: records published, dropped, and written by the recorder.
 
-Runs alternate off/on ROUNDS times; the summary gives medians. Stdlib only:
+Runs alternate between the modes ROUNDS times; the summary gives medians. Stdlib only:
 
     /usr/bin/python3 tools/measure_tap.py build/parleyd build/tools/parley-replay --multiply 200 --rounds 5
 """
@@ -56,7 +57,8 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(args, tap, tmp):
+def one_run(args, mode, tmp):
+    tap = mode != "off"
     port = free_port()
     endpoint = f"ipc://{tmp}/tap-{port}.ipc"
     cmd = [args.parleyd, "--port", str(port), "--db", f"{tmp}/db-{port}.db", "--echo-delay-ms", "0",
@@ -72,7 +74,7 @@ def one_run(args, tap, tmp):
                 break
             except OSError:
                 time.sleep(0.05)
-        if tap:
+        if mode == "recording":
             rec = subprocess.Popen([args.replay, "record", endpoint, f"{tmp}/rec-{port}.cap"],
                                    stderr=subprocess.PIPE, text=True)
             while "recording" not in rec.stderr.readline():
@@ -84,7 +86,7 @@ def one_run(args, tap, tmp):
         if p.returncode != 0:
             sys.exit(f"play failed: {p.stderr}")
         frames = (s1["frames"]["out"] - s0["frames"]["out"]) + (s1["frames"]["in"] - s0["frames"]["in"])
-        out = {"tap": tap, "frames": frames, "seconds": t1 - t0, "frames_per_s": frames / (t1 - t0),
+        out = {"mode": mode, "frames": frames, "seconds": t1 - t0, "frames_per_s": frames / (t1 - t0),
                "cpu_us_per_frame": (c1 - c0) * 1e6 / frames, "published": s1["tap"]["published"],
                "dropped": s1["tap"]["dropped"]}
         if rec:
@@ -115,18 +117,20 @@ def main():
     args = ap.parse_args()
     print(f"# {platform.node()} {os.cpu_count()} cpus, {platform.platform()}; capture {args.capture} "
           f"x{args.multiply}")
-    runs = {False: [], True: []}
+    modes = ("off", "idle", "recording")
+    runs = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for tap in (False, True):
-                o = one_run(args, tap, tmp)
-                runs[tap].append(o)
+            for mode in modes:
+                o = one_run(args, mode, tmp)
+                runs[mode].append(o)
                 print(json.dumps(o), flush=True)
-    for tap in (False, True):
-        v = runs[tap]
-        print(f"tap {'on ' if tap else 'off'}: frames/s median {statistics.median(x['frames_per_s'] for x in v):,.0f}"
+    for mode in modes:
+        v = runs[mode]
+        print(f"tap {mode:9}: frames/s median {statistics.median(x['frames_per_s'] for x in v):,.0f}"
               f" (min {min(x['frames_per_s'] for x in v):,.0f}, max {max(x['frames_per_s'] for x in v):,.0f});"
-              f" server CPU per frame median {statistics.median(x['cpu_us_per_frame'] for x in v):.2f} us")
+              f" server CPU per frame median {statistics.median(x['cpu_us_per_frame'] for x in v):.2f} us;"
+              f" dropped {sum(x['dropped'] for x in v)} of {sum(x['published'] + x['dropped'] for x in v)}")
 
 
 if __name__ == "__main__":
