@@ -262,3 +262,24 @@ def test_truncated_capture_keeps_what_came_before(tmp_path):
     st = json.loads(p.stdout)
     assert st["records"] == whole["records"] - 1
     assert "cut short" in st["warning"] and "warning" in p.stderr
+
+
+def test_play_interrupted_keeps_out(make_server, tmp_path):
+    """SIGINT mid-replay: no more events, connections closed with 1001, the
+    --out capture flushed whole (stats reads it without a warning), exit 1."""
+    capture = os.path.join(CAPTURES, "conversation.cap")
+    srv = make_server()
+    out = str(tmp_path / "interrupted.cap")
+    # --speed 0.01: the capture's events spread over seconds; the signal lands mid-way.
+    proc = subprocess.Popen([REPLAY, "play", "--speed", "0.01", "--multiply", "5", "--out", out, capture, srv.ws_url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 1, err
+    assert "interrupted" in err and "Sanitizer" not in err, err
+    st = capture_stats(out)
+    assert st["warning"] == "" and st["records"] > 0, st
+    assert st["opened"] >= 1 and st["closed"] == st["opened"], st
+    assert set(st["close_codes"]) <= {"1001", "1000"}, st

@@ -1,4 +1,5 @@
-/*  capfile — loading and writing capture files. */
+/*  capfile — loading and writing capture files, and the small helpers
+    the commands share (clock, usage errors, what an id key is). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -17,6 +18,13 @@ rp_now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+bool
+rp_is_id_key(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    return (n == 2 && strcmp(key, "id") == 0) || (n > 3 && strcmp(key + n - 3, "_id") == 0);
 }
 
 int

@@ -93,13 +93,6 @@ s_is_volatile(const s_opts_t *o, const char *key)
     return false;
 }
 
-static bool
-s_is_id_key(const char *key)
-{
-    size_t n = strlen(key);
-    return strcmp(key, "id") == 0 || (n > 3 && strcmp(key + n - 3, "_id") == 0);
-}
-
 /* "<id N>" for `id`, numbering it on first sight. NULL on OOM. */
 static char *
 s_id_name(s_ids_t *ids, const char *id)
@@ -159,7 +152,7 @@ s_canon(const s_opts_t *o, s_ids_t *ids, cJSON *j)
         if (cJSON_IsObject(j) && c->string && s_is_volatile(o, c->string) && !cJSON_IsNull(c)) {
             if (!(c = s_replace(j, c, "<volatile>")))
                 return -1;
-        } else if (cJSON_IsObject(j) && c->string && s_is_id_key(c->string) && cJSON_IsString(c)) {
+        } else if (cJSON_IsObject(j) && c->string && rp_is_id_key(c->string) && cJSON_IsString(c)) {
             char *name = s_id_name(ids, c->valuestring);
             c = name ? s_replace(j, c, name) : NULL;
             free(name);

@@ -53,6 +53,11 @@ int rp_writer_add(rp_writer_t *w, const pl_cap_rec_t *r, bool flush);
 /* Flushes and closes. 0, or -1 on a write error (errno). */
 int rp_writer_close(rp_writer_t *w);
 
+/* Whether a JSON object key names an id the server mints: "id", or one
+   ending in "_id" (session_id, message_id, ...). The one rule play (id
+   rewriting) and diff (id masking) share; NULL is not one. */
+bool rp_is_id_key(const char *key);
+
 /* Microseconds of the wall clock. */
 int64_t rp_now_us(void);
 
