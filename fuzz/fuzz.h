@@ -59,6 +59,41 @@ fuzz_dup(const uint8_t *p, size_t n)
     return s;
 }
 
+/* Length of the well-formed UTF-8 sequence at p (n bytes left), or 0:
+   RFC 3629, no overlongs, no surrogates, nothing past U+10FFFF. */
+static inline size_t
+fuzz_utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n)
+        return 0;
+    unsigned cp = len == 1 ? c : c & (0x7Fu >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3Fu);
+    }
+    static const unsigned min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (len > 1 && (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)))
+        return 0;
+    return len;
+}
+
+/* True when n bytes at s are well-formed UTF-8 (NULs included). */
+static inline bool
+fuzz_utf8_valid(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t len = fuzz_utf8_len((const unsigned char *) s + i, n - i);
+        if (len == 0)
+            return false;
+        i += len;
+    }
+    return true;
+}
+
 /* A growable byte log: what a parser delivered, to compare two runs. */
 typedef struct {
     uint8_t *p;

@@ -5,7 +5,8 @@
     then the body. pl_http_route must give 200, 404 or 405 — 405 with an
     Allow value, a route with every non-404, a valid NUL-terminated {id} on
     the /sessions/{id} routes, and a fixed path only for that exact path
-    (one trailing slash aside). pl_http_parse_create gives CREATE, or an
+    (one trailing slash aside). pl_http_parse_create gives CREATE whose
+    strings are valid UTF-8 (they reach other clients' text frames), or an
     ERROR envelope carrying the error it returns, that renders. */
 #include <stdbool.h>
 #include <string.h>
@@ -67,6 +68,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = pl_http_parse_create((const char *) body, blen, &s_lim, &env);
     if (rc == 0) {
         FUZZ_CHECK(env.type == PL_MSG_CREATE);
+        /* these strings reach other clients' text frames */
+        const char *strs[] = {env.model, env.kind, env.name, env.system};
+        for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+            FUZZ_CHECK(!strs[i] || fuzz_utf8_valid(strs[i], strlen(strs[i])));
     } else {
         FUZZ_CHECK(rc < 0 && env.type == PL_MSG_ERROR && env.code == -rc);
         size_t len = 0;

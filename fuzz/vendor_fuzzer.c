@@ -15,26 +15,6 @@
 #include "pl_err.h"
 #include "pl_vendor.h"
 
-/* Length of the well-formed UTF-8 sequence at p (bytes left: n), or 0. */
-static size_t
-s_utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
-    if (len == 0 || len > n)
-        return 0;
-    unsigned cp = len == 1 ? c : c & (0x7Fu >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3Fu);
-    }
-    static const unsigned min[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (len > 1 && (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)))
-        return 0;
-    return len;
-}
-
 static bool
 s_alnum(unsigned char c)
 {
@@ -50,7 +30,7 @@ s_check_message(const char *msg)
     FUZZ_CHECK(n > 0 && n <= PL_VENDOR_ERROR_MAX);
     const unsigned char *p = (const unsigned char *) msg;
     for (size_t i = 0; i < n;) {
-        size_t len = s_utf8_len(p + i, n - i);
+        size_t len = fuzz_utf8_len(p + i, n - i);
         FUZZ_CHECK(len > 0);
         FUZZ_CHECK(p[i] >= 0x20 && p[i] != 0x7F);
         FUZZ_CHECK(!(p[i] == 0xC2 && p[i + 1] < 0xA0)); /* C1 */
