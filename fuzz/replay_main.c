@@ -91,7 +91,8 @@ s_run_dir(const char *dir)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, s_cmp);
+    if (n > 1) /* qsort(NULL, 0, ...) is UB */
+        qsort(names, n, sizeof *names, s_cmp);
     long ran = 0;
     for (size_t i = 0; i < n; i++) {
         struct stat st;
