@@ -635,11 +635,80 @@ s_get_field(pl_env_t *env, pl_field_t f, const msgpack_object *o)
     return -PL_E_BAD_FRAME;
 }
 
+/* Big-endian unsigned of `n` bytes at p. */
+static uint64_t
+s_be(const unsigned char *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* True when buf holds one whole msgpack object (trailing bytes aside) whose
+   every container's elements are all there. msgpack-c allocates what a
+   container's header declares before reading it: without this, 7 bytes
+   (a map "of 2^32 entries") ask for 256 GiB. Checked first, objects number
+   at most len, and so does what the unpacker allocates for them. */
+static bool
+s_shape_ok(const unsigned char *p, size_t len)
+{
+    size_t at = 0;
+    uint64_t pending = 1; /* objects still to read */
+    while (pending > 0) {
+        if (at >= len)
+            return false;
+        unsigned c = p[at++];
+        uint64_t items = 0, skip = 0; /* elements it adds; bytes after its header */
+        size_t w = 0;                 /* width of a length field that follows */
+        if (c == 0xC1) {
+            return false; /* never used */
+        } else if (c >= 0x80 && c <= 0x8F) {
+            items = 2 * (c & 0x0F);
+        } else if (c >= 0x90 && c <= 0x9F) {
+            items = c & 0x0F;
+        } else if (c >= 0xA0 && c <= 0xBF) {
+            skip = c & 0x1F;
+        } else if (c >= 0xC4 && c <= 0xC6) {
+            w = (size_t) 1 << (c - 0xC4); /* bin 8/16/32 */
+        } else if (c >= 0xC7 && c <= 0xC9) {
+            w = (size_t) 1 << (c - 0xC7); /* ext 8/16/32, then its type byte */
+            skip = 1;
+        } else if (c == 0xCA || c == 0xCB) {
+            skip = c == 0xCA ? 4 : 8;
+        } else if (c >= 0xCC && c <= 0xD3) {
+            skip = (uint64_t) 1 << ((c - 0xCC) % 4); /* uint, int 8..64 */
+        } else if (c >= 0xD4 && c <= 0xD8) {
+            skip = 1 + ((uint64_t) 1 << (c - 0xD4)); /* fixext: type, 1..16 */
+        } else if (c >= 0xD9 && c <= 0xDB) {
+            w = (size_t) 1 << (c - 0xD9); /* str 8/16/32 */
+        } else if (c >= 0xDC && c <= 0xDF) {
+            w = c == 0xDC || c == 0xDE ? 2 : 4; /* array, map 16/32 */
+        } /* else fixint, nil, bool: the header is the whole object */
+        if (w) {
+            if (len - at < w)
+                return false;
+            uint64_t n = s_be(p + at, w);
+            at += w;
+            if (c >= 0xDC)
+                items = c >= 0xDE ? 2 * n : n;
+            else
+                skip += n;
+        }
+        if (skip > len - at || items > len - at)
+            return false;
+        at += (size_t) skip;
+        pending += items;
+        pending--;
+    }
+    return true;
+}
+
 static int
 s_decode(const char *buf, size_t len, pl_env_t *env, bool check_required)
 {
     pl_env_init(env, PL_MSG_NONE_);
-    if (!buf || len == 0 || len > PL_ENV_MAX)
+    if (!buf || len == 0 || len > PL_ENV_MAX || !s_shape_ok((const unsigned char *) buf, len))
         return -PL_E_BAD_FRAME;
 
     msgpack_unpacked msg;

@@ -4,6 +4,7 @@
 
 #include "pl_dialect.h"
 #include "pl_http.h"
+#include "pl_util.h"
 #include "pl_version.h"
 
 static char *
@@ -179,6 +180,15 @@ pl_http_parse_create(const char *body, size_t len, const pl_dialect_limits_t *li
     if (i == len) {
         pl_env_init(env, PL_MSG_CREATE);
         return 0;
+    }
+    /* lws checks WebSocket text frames, not bodies: a name in Latin-1 would
+       reach every member's text frames (which browsers then fail). */
+    if (!pl_utf8_valid(body, len)) {
+        pl_env_init(env, PL_MSG_ERROR);
+        pl_env_set_i64(env, PL_F_CODE, PL_E_BAD_JSON);
+        if (pl_env_set_str(env, PL_F_TEXT, "the body is not valid UTF-8") != 0)
+            pl_env_set_i64(env, PL_F_CODE, PL_E_NOMEM);
+        return -(int) env->code;
     }
     return pl_session_parse_as(body, len, "create_session", lim, env);
 }

@@ -66,6 +66,14 @@ s_env_name_ok(const char *s)
     return true;
 }
 
+/* True when url is "http://" or "https://" followed by a host. */
+static bool
+s_url_has_host(const char *url)
+{
+    size_t scheme = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+    return scheme > 0 && url[scheme] != '\0' && url[scheme] != '/';
+}
+
 static int
 s_model(const cJSON *o, pl_model_t *m, size_t i, char *err, size_t errsize)
 {
@@ -85,11 +93,12 @@ s_model(const cJSON *o, pl_model_t *m, size_t i, char *err, size_t errsize)
     bool remote = strcmp(m->backend, "echo") != 0;
     if (s_str(o, "base_url", remote ? NULL : "", m->base_url, sizeof m->base_url) != 0)
         return BAD("\"base_url\" is required (a string of at most 512 bytes)");
-    if (remote && strncmp(m->base_url, "http://", 7) != 0 && strncmp(m->base_url, "https://", 8) != 0)
-        return BAD("\"base_url\" must start with http:// or https://");
     size_t ulen = strlen(m->base_url);
     while (ulen > 0 && m->base_url[ulen - 1] == '/')
         m->base_url[--ulen] = '\0';
+    /* checked once trimmed: "https://" alone would become "https:" */
+    if (remote && !s_url_has_host(m->base_url))
+        return BAD("\"base_url\" must be http:// or https:// and a host");
     if (s_str(o, "model", m->name, m->model, sizeof m->model) != 0 || m->model[0] == '\0')
         return BAD("\"model\" must be a non-empty string");
     if (s_str(o, "api_key_env", "", m->api_key_env, sizeof m->api_key_env) != 0 ||

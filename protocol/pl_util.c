@@ -107,6 +107,20 @@ pl_utf8_scrub(char *s)
     return replaced;
 }
 
+bool
+pl_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t need = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (need > n - i || s_utf8_len(p + i) != need)
+            return false;
+        i += need;
+    }
+    return true;
+}
+
 int64_t
 pl_now_ms(void)
 {

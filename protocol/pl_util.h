@@ -25,6 +25,11 @@ uint64_t pl_hash(const char *s);
    goes through this before it reaches a WebSocket text frame. */
 size_t pl_utf8_scrub(char *s);
 
+/* True when the `n` bytes at `s` are well-formed UTF-8 (the same rules;
+   NULs are valid). Text from outside that is not checked elsewhere (HTTP
+   bodies: lws checks WebSocket text frames) goes through this. */
+bool pl_utf8_valid(const char *s, size_t n);
+
 /* Monotonic milliseconds, for timers. */
 int64_t pl_now_ms(void);
 /* The same clock, in microseconds. */

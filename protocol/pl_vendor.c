@@ -233,8 +233,10 @@ pl_vendor_path(pl_vendor_t v, const char *model_id, char *out, size_t size)
 typedef struct {
     char buf[PL_VENDOR_ERROR_MAX + 1];
     size_t n;
-    bool space; /* a space is due before the next character */
-    bool full;  /* a character did not fit: nothing more is added */
+    size_t word;    /* where the word being written began in buf */
+    bool space;     /* a space is due before the next character */
+    bool full;      /* a character did not fit: nothing more is added */
+    bool redacting; /* a key was redacted: the rest of its word is dropped */
 } s_msg_t;
 
 /* Length of the valid UTF-8 sequence at p (NUL-terminated), or 0. */
@@ -271,10 +273,19 @@ s_put(s_msg_t *m, const char *s, size_t n)
     m->buf[m->n] = '\0';
 }
 
+/* True when a word of the output starts like an OpenAI or Google key. */
+static bool
+s_key_shaped(const char *w, size_t n)
+{
+    return (n >= 3 && memcmp(w, "sk-", 3) == 0) || (n >= 4 && memcmp(w, "AIza", 4) == 0);
+}
+
 /* Appends s: whitespace runs become one space (none leading or trailing),
    other control characters (C0, DEL, C1) and invalid UTF-8 are dropped, a
    word starting "sk-" or "AIza" (OpenAI / Google key shapes) becomes
-   "[redacted]". Stops at the first character that does not fit. */
+   "[redacted]" up to the next whitespace. The key test is made on the
+   output, after the drops: "s\x01k-..." must not come out as "sk-...".
+   Stops at the first character that does not fit. */
 static void
 s_emit(s_msg_t *m, const char *s)
 {
@@ -283,21 +294,30 @@ s_emit(s_msg_t *m, const char *s)
         size_t n = s_utf8_len(p);
         if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') {
             m->space = m->n > 0;
+            m->redacting = false;
             p++;
             continue;
         }
-        if (n == 0 || *p < 0x20 || *p == 0x7F || (p[0] == 0xC2 && p[1] < 0xA0)) {
+        if (m->redacting || n == 0 || *p < 0x20 || *p == 0x7F || (p[0] == 0xC2 && p[1] < 0xA0)) {
             p += n ? n : 1;
             continue;
         }
         bool word = m->n == 0 || m->space || !s_alnum((unsigned char) m->buf[m->n - 1]);
-        if (word && (strncmp((const char *) p, "sk-", 3) == 0 || strncmp((const char *) p, "AIza", 4) == 0)) {
-            s_put(m, "[redacted]", 10);
-            while (*p > ' ')
-                p++;
-            continue;
-        }
         s_put(m, (const char *) p, n);
+        if (m->full)
+            break;
+        if (word)
+            m->word = m->n - n;
+        if (s_key_shaped(m->buf + m->word, m->n - m->word)) {
+            m->n = m->word;
+            if (m->n > 0 && m->buf[m->n - 1] == ' ') { /* s_put gives it back if it fits */
+                m->n--;
+                m->space = true;
+            }
+            m->buf[m->n] = '\0';
+            s_put(m, "[redacted]", 10);
+            m->redacting = true;
+        }
         p += n;
     }
 }

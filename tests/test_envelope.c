@@ -1362,6 +1362,42 @@ test_decode_trailing_bytes(void **state)
     pl_env_reset(&env);
 }
 
+/* Containers declaring more elements than there are bytes left are refused
+   before msgpack-c sees them: it allocates what a header declares, so these
+   few bytes asked for up to 256 GiB (found by fuzz/envelope; under ASan the
+   allocation itself aborts). */
+static void
+test_decode_declared_counts(void **state)
+{
+    (void) state;
+    const char stats = (char) PL_MSG_STATS_REPLY, field = (char) (PL_F_STATS + 1);
+    const char hist = (char) (PL_F_HIST + 1), term = (char) PL_MSG_TERM;
+    const struct {
+        const char *name;
+        char in[16];
+        size_t n;
+    } cases[] = {
+        {"map32 of 2^32-1", {'\xdf', '\xff', '\xff', '\xff', '\xff', 0, 1}, 7},
+        {"map16 of 65535", {'\xde', '\xff', '\xff', 0, 1}, 5},
+        {"array32 of 2^32-1", {'\x82', 0, stats, field, '\xdd', '\xff', '\xff', '\xff', '\xff', 1, 2}, 11},
+        {"array16 of 65535", {'\x82', 0, stats, field, '\xdc', '\xff', '\xff', 1}, 8},
+        {"fixarray of 15, 2 there", {'\x82', 0, stats, field, '\x9f', 1, 2}, 7},
+        {"nested array32", {'\x82', 0, term, hist, '\x91', '\xdd', '\x7f', '\xff', '\xff', '\xff', 0}, 11},
+        {"map of 2 entries, 1 there", {'\x82', 0, term}, 3},
+        {"str32 past the end", {'\x82', 0, term, hist, '\xdb', '\xff', '\xff', '\xff', '\xff', 'x'}, 10},
+        {"bin32 past the end", {'\x82', 0, term, hist, '\xc6', '\xff', '\xff', '\xff', '\xff', 'x'}, 10},
+        {"ext32 past the end", {'\x82', 0, term, hist, '\xc9', '\xff', '\xff', '\xff', '\xff', 1, 'x'}, 11},
+        {"reserved 0xc1", {'\x82', 0, term, hist, '\xc1'}, 5},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pl_env_t out;
+        memset(&out, 0x55, sizeof out);
+        if (s_decode_copy(cases[i].in, cases[i].n, &out) != -PL_E_BAD_FRAME)
+            fail_msg("%s was accepted", cases[i].name);
+        s_assert_env_empty(&out);
+    }
+}
+
 /* Over PL_ENV_MAX bytes is refused before parsing; exactly PL_ENV_LIST_MAX
    entries is fine. */
 static void
@@ -1595,6 +1631,7 @@ main(void)
         cmocka_unit_test(test_decode_null_and_empty),
         cmocka_unit_test(test_decode_truncated_everywhere),
         cmocka_unit_test(test_decode_trailing_bytes),
+        cmocka_unit_test(test_decode_declared_counts),
         cmocka_unit_test(test_decode_limits),
         cmocka_unit_test(test_copy_is_deep),
         cmocka_unit_test(test_copy_partial_and_empty),

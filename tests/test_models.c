@@ -89,6 +89,9 @@ static const struct {
     {"unknown backend", J("[{\"name\":\"x\",\"backend\":\"bard\"}]"), "backend"},
     {"remote without base_url", J("[{\"name\":\"x\",\"backend\":\"openai\"}]"), "base_url"},
     {"base_url not http", J("[{\"name\":\"x\",\"backend\":\"openai\",\"base_url\":\"ftp://h\"}]"), "http"},
+    /* were trimmed to "https:" and accepted (found by fuzz/models) */
+    {"base_url scheme only", J("[{\"name\":\"x\",\"backend\":\"openai\",\"base_url\":\"https://\"}]"), "host"},
+    {"base_url no host", J("[{\"name\":\"x\",\"backend\":\"ollama\",\"base_url\":\"http:///v1\"}]"), "host"},
     {"empty model", J("[{\"name\":\"x\",\"backend\":\"echo\",\"model\":\"\"}]"), "model"},
     {"key env lower case", J("[{\"name\":\"x\",\"backend\":\"echo\",\"api_key_env\":\"key\"}]"), "api_key_env"},
     {"key env with =", J("[{\"name\":\"x\",\"backend\":\"echo\",\"api_key_env\":\"A=B\"}]"), "api_key_env"},

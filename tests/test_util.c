@@ -42,6 +42,24 @@ test_utf8_scrub(void **state)
 }
 
 static void
+test_utf8_valid(void **state)
+{
+    (void) state;
+    for (size_t i = 0; i < sizeof s_scrub / sizeof s_scrub[0]; i++) {
+        const char *in = s_scrub[i].in;
+        if (pl_utf8_valid(in, strlen(in)) != (s_scrub[i].replaced == 0))
+            fail_msg("row %zu: \"%s\"", i, in);
+    }
+    assert_true(pl_utf8_valid(NULL, 0));
+    assert_true(pl_utf8_valid("a\0b", 3));
+    /* a sequence cut by the length is invalid, whatever follows in memory */
+    assert_false(pl_utf8_valid("\xc3\xa9", 1));
+    assert_false(pl_utf8_valid("\xe2\x82\xac", 2));
+    assert_false(pl_utf8_valid("\xf0\x9f\x98\x80", 3));
+    assert_true(pl_utf8_valid("\xf0\x9f\x98\x80", 4));
+}
+
+static void
 test_ids(void **state)
 {
     (void) state;
@@ -69,6 +87,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_utf8_scrub),
+        cmocka_unit_test(test_utf8_valid),
         cmocka_unit_test(test_ids),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -401,6 +401,15 @@ static const err_case_t s_err[] = {
     {"err_empty_message", OAI, 400, IN("{\"error\":{\"message\":\"  \\n \"}}"), "HTTP 400"},
     {"err_wrong_message_type", GEM, 400, IN("{\"error\":{\"message\":{\"a\":1},\"status\":\"X\"}}"), "HTTP 400"},
     {"err_only_key", OAI, 401, IN("{\"error\":{\"message\":\"sk-live-0123456789abcdef\"}}"), "[redacted]"},
+    /* found by fuzz/vendor: a dropped byte inside a key must not unmask it */
+    {"err_key_split_by_invalid_byte", GEM, 400, IN("{\"error\":{\"message\":\"key. A\xb6IzaSyA-1234 x\"}}"),
+     "key. [redacted] x"},
+    {"err_key_split_by_control", OAI, 401, IN("{\"error\":{\"message\":\"s\\u0001k-abc\\u0007def ok\"}}"),
+     "[redacted] ok"},
+    {"err_key_control_inside_redacted", OAI, 401, IN("{\"error\":{\"message\":\"sk-abc\\u0001def\"}}"),
+     "[redacted]"},
+    {"err_key_redaction_does_not_fit", OAI, 401, IN("{\"error\":{\"message\":\"" X40 X40 X40 X40 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx sk-abc\"}}"),
+     X40 X40 X40 X40 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"},
     {"err_nul_in_body", OAI, 500, IN("{\"error\":{\"message\":\"a\"}}\0"), "HTTP 500"},
     {"err_negative_status", OAI, -1, IN("garbage"), "HTTP -1"},
 };

@@ -3,10 +3,11 @@
 #
 #   tools/setup.sh run    install what is needed, build, start parleyd on :8000
 #   tools/setup.sh test   install what is needed, build, run every test twice:
-#                         once normally, once under ASan+UBSan
+#                         once normally, once under ASan+UBSan; then fuzz each
+#                         parser for PARLEY_FUZZ_SECONDS (default 30) seconds
 #   tools/setup.sh deps   only install the packages
 #
-# Needs root or sudo for apt-get. Builds go to build/ and build-asan/.
+# Needs root or sudo for apt-get. Builds go to build/, build-asan/ and build-fuzz/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ PACKAGES=(
   libwebsockets-dev libzmq3-dev libmsgpack-dev libcjson-dev
   libcurl4-openssl-dev libsqlite3-dev libcmocka-dev
   python3 python3-pytest python3-websockets
+  clang libclang-rt-14-dev
   curl procps
 )
 
@@ -62,7 +64,8 @@ case "${1:-}" in
     export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
     build build-asan -DCMAKE_BUILD_TYPE=Debug -DPARLEY_SANITIZE=ON
-    run_tests build-asan "ASan+UBSan build" ;;
+    run_tests build-asan "ASan+UBSan build"
+    fuzz/run.sh "${PARLEY_FUZZ_SECONDS:-30}" ;;
   *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;
