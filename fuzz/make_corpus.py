@@ -340,6 +340,73 @@ def envelopes():
     return seeds
 
 
+# ---- capture: capture files (docs/capture.md) -----------------------------
+
+def cap_header(version=1, extra=None):
+    h = {"format": "parley-capture", "version": version, "created_us": 1763942400000000,
+         "source": "parleyd tap ipc:///tmp/parley.tap"}
+    h.update(extra or {})
+    return mp(h)
+
+
+def cap_records():
+    """One record of each kind, then each with the edges of its fields."""
+    t = 1763942400000001
+    return [
+        [0, 1, t, 7, "/ws", "session"],
+        [1, 2, t + 1, 7, 0, 1, b'{"type":"chat","message":"hi"}'],
+        [1, 3, t + 2, 7, 1, 1, b'{"type":"chunk","text":"h\u0000i","seq":3}'],
+        [1, 4, t + 3, 7, 0, 2, b"\x00\xff binary"],
+        [1, 5, t + 4, 7, 1, 1, b""],
+        [3, 6, t + 5, 0, 12],
+        [2, 19, t + 6, 7, 1000, 0],
+        [2, 20, t + 7, (1 << 64) - 1, 0, 1],
+        [0, 21, t + 8, 8, "/ws/" + "x" * 252, ""],
+    ]
+
+
+def real_client_frames():
+    """Client text frames of tests/captures/conversation.cap, read with a
+    minimal walk of the records (FRAME, dir 0, opcode 1)."""
+    data = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
+    # Every client frame in it is a small JSON object: find bin8 payloads that
+    # follow "dir 0, opcode 1" (0x00 0x01 0xc4 len).
+    frames, at = [], 0
+    while True:
+        at = data.find(b"\x00\x01\xc4", at)
+        if at < 0:
+            return frames
+        n = data[at + 3]
+        body = data[at + 4: at + 4 + n]
+        if body.startswith(b"{"):
+            frames.append(body)
+        at += 4
+
+
+def captures():
+    recs = b"".join(mp(r) for r in cap_records())
+    real = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
+    yield "conversation.cap", real             # recorded from parleyd's tap
+    yield "conversation.cut.cap", real[: len(real) * 2 // 3]
+    yield "kinds.cap", cap_header() + recs
+    yield "kinds.cut.cap", (cap_header() + recs)[:-5]
+    yield "header_only.cap", cap_header()
+    yield "header_extra_keys.cap", cap_header(extra={"future": [1, 2, {"x": False}]}) + recs
+    yield "version2.cap", cap_header(version=2) + recs
+    yield "no_magic.cap", mp({"version": 1}) + recs
+    yield "json.cap", b'{"format":"parley-capture","version":1}'
+    yield "wrong_arity.cap", cap_header() + mp([0, 1, 2, 3, "/ws"]) + recs
+    yield "wrong_kind.cap", cap_header() + mp([9, 1, 2, 3, 4])
+    yield "negative_time.cap", cap_header() + mp([2, 1, -5, 3, 1000, 0])
+    yield "close_code_5000.cap", cap_header() + mp([2, 1, 5, 3, 5000, 0])
+    yield "path_too_long.cap", cap_header() + mp([0, 1, 5, 3, "/" * 257, "session"])
+    yield "payload_str_not_bin.cap", cap_header() + mp([1, 1, 5, 3, 0, 1, "text"])
+    yield "bin32_huge.cap", cap_header() + b"\x97\x01\x01\x01\x01\x00\x01\xc6\xff\xff\xff\xff"
+    yield "array32_huge.cap", cap_header() + b"\xdd\xff\xff\xff\xff\x00"
+    yield "nested.cap", cap_header() + b"\x91" * 200 + b"\x00"
+    yield "garbage_tail.cap", cap_header() + recs + b"\xc1\xc1"
+
+
 def main():
     for name, frame in SESSION.items():
         out("dialect_session", name + ".json", frame)
@@ -380,6 +447,12 @@ def main():
 
     for name, data in envelopes().items():
         out("envelope", name + ".mp", data)
+
+    for name, data in captures():
+        out("capture", name, data)
+    # the client frames of the committed capture: real traffic for the dialect
+    for i, frame in enumerate(real_client_frames()):
+        out("dialect_session", "captured_%02d.json" % i, frame)
 
 
 if __name__ == "__main__":

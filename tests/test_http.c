@@ -434,6 +434,8 @@ test_json_stats(void **state)
     edge.frames_in = 1000;
     edge.frames_out = 2000;
     edge.mailbox_dropped = 6;
+    edge.tap_published = 900;
+    edge.tap_dropped = 12;
     for (int i = 0; i < PL_E_COUNT_; i++)
         edge.errors[i] = 10 * i + 1;
     int64_t stats[PL_STAT_COUNT_];
@@ -514,10 +516,13 @@ test_json_stats(void **state)
     /* the groups are objects, and nothing else is at the top */
     static const char *const top[] = {"uptime",   "workers",  "shards", "connections", "frames", "errors",
                                       "sessions", "messages", "turns",  "model",       "mailbox", "models",
-                                      "resume",   "store"};
+                                      "resume",   "store",       "tap"};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
         assert_true(cJSON_HasObjectItem(o, top[i]));
     assert_int_equal(cJSON_GetArraySize(o), sizeof top / sizeof top[0]);
+    const cJSON *tap = cJSON_GetObjectItemCaseSensitive(o, "tap");
+    assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(tap, "published")) == 900);
+    assert_true(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(tap, "dropped")) == 12);
     const cJSON *echo = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "models"), "echo");
     assert_non_null(echo);
     assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(echo, "backend")), "echo");
