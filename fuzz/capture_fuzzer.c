@@ -1,6 +1,9 @@
 /*  capture — the capture-file reader (protocol/pl_capture.c) that every
     parley-replay command runs on files it is given.
 
+    (An empty string may come back as a NULL pointer: lengths are compared
+    first, bytes only when there are some.)
+
     Input: a capture file. The reader must refuse or accept it with a
     reason, never crash; every record it yields must point inside the input,
     obey the header's limits, and re-pack (pl_cap_pack_rec) to an object
@@ -23,8 +26,9 @@ s_same(const pl_cap_rec_t *a, const pl_cap_rec_t *b)
     FUZZ_CHECK(a->kind == b->kind && a->seq == b->seq && a->t_us == b->t_us && a->conn == b->conn);
     switch (a->kind) {
     case PL_CAP_OPEN:
-        FUZZ_CHECK(a->path_len == b->path_len && memcmp(a->path, b->path, a->path_len) == 0);
-        FUZZ_CHECK(a->dialect_len == b->dialect_len && memcmp(a->dialect, b->dialect, a->dialect_len) == 0);
+        FUZZ_CHECK(a->path_len == b->path_len && (!a->path_len || memcmp(a->path, b->path, a->path_len) == 0));
+        FUZZ_CHECK(a->dialect_len == b->dialect_len &&
+                   (!a->dialect_len || memcmp(a->dialect, b->dialect, a->dialect_len) == 0));
         break;
     case PL_CAP_FRAME:
         FUZZ_CHECK(a->dir == b->dir && a->opcode == b->opcode && a->len == b->len);

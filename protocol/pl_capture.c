@@ -1,6 +1,8 @@
 /*  pl_capture — the capture format: packing and the pure reader. */
 #include "pl_capture.h"
 
+#include "pl_envelope.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -157,7 +159,10 @@ s_unpack(pl_cap_reader_t *r, const char *what)
     if (r->off >= r->len)
         return 0;
     size_t at = r->off;
-    msgpack_unpack_return rc = msgpack_unpack_next(&r->u, r->buf, r->len, &r->off);
+    int shape = pl_mp_check(r->buf + at, r->len - at, NULL);
+    msgpack_unpack_return rc = shape == 1   ? msgpack_unpack_next(&r->u, r->buf, r->len, &r->off)
+                               : shape == 0 ? MSGPACK_UNPACK_CONTINUE
+                                            : MSGPACK_UNPACK_PARSE_ERROR;
     if (rc == MSGPACK_UNPACK_SUCCESS || rc == MSGPACK_UNPACK_EXTRA_BYTES)
         return 1;
     r->off = r->len; /* nothing after a bad object is trusted */

@@ -645,24 +645,24 @@ s_be(const unsigned char *p, size_t n)
     return v;
 }
 
-/* True when buf holds one whole msgpack object (trailing bytes aside) whose
-   every container's elements are all there. msgpack-c allocates what a
-   container's header declares before reading it: without this, 7 bytes
-   (a map "of 2^32 entries") ask for 256 GiB. Checked first, objects number
-   at most len, and so does what the unpacker allocates for them. */
-static bool
-s_shape_ok(const unsigned char *p, size_t len)
+/* msgpack-c allocates what a container's header declares before reading
+   it: without this check, 7 bytes (a map "of 2^32 entries") ask for
+   256 GiB. Checked first, objects number at most len, and so does what the
+   unpacker allocates for them. */
+int
+pl_mp_check(const void *buf, size_t len, size_t *objlen)
 {
+    const unsigned char *p = buf;
     size_t at = 0;
     uint64_t pending = 1; /* objects still to read */
     while (pending > 0) {
         if (at >= len)
-            return false;
+            return 0;
         unsigned c = p[at++];
         uint64_t items = 0, skip = 0; /* elements it adds; bytes after its header */
         size_t w = 0;                 /* width of a length field that follows */
         if (c == 0xC1) {
-            return false; /* never used */
+            return -1; /* never used */
         } else if (c >= 0x80 && c <= 0x8F) {
             items = 2 * (c & 0x0F);
         } else if (c >= 0x90 && c <= 0x9F) {
@@ -687,7 +687,7 @@ s_shape_ok(const unsigned char *p, size_t len)
         } /* else fixint, nil, bool: the header is the whole object */
         if (w) {
             if (len - at < w)
-                return false;
+                return 0;
             uint64_t n = s_be(p + at, w);
             at += w;
             if (c >= 0xDC)
@@ -696,19 +696,21 @@ s_shape_ok(const unsigned char *p, size_t len)
                 skip += n;
         }
         if (skip > len - at || items > len - at)
-            return false;
+            return 0;
         at += (size_t) skip;
         pending += items;
         pending--;
     }
-    return true;
+    if (objlen)
+        *objlen = at;
+    return 1;
 }
 
 static int
 s_decode(const char *buf, size_t len, pl_env_t *env, bool check_required)
 {
     pl_env_init(env, PL_MSG_NONE_);
-    if (!buf || len == 0 || len > PL_ENV_MAX || !s_shape_ok((const unsigned char *) buf, len))
+    if (!buf || len == 0 || len > PL_ENV_MAX || pl_mp_check(buf, len, NULL) != 1)
         return -PL_E_BAD_FRAME;
 
     msgpack_unpacked msg;

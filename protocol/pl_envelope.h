@@ -137,6 +137,14 @@ int pl_env_encode(const pl_env_t *env, char **out, size_t *len);
    lists and trailing bytes. 0 or -PL_E_BAD_FRAME; on failure env is empty. */
 int pl_env_decode(const char *buf, size_t len, pl_env_t *env);
 
+/* Checks, before msgpack-c sees them, the bytes of the msgpack object at
+   `buf`: 1 when a whole object is there and every container's declared
+   elements could be (*objlen, if not NULL, its length); 0 when the bytes
+   end first (or a header declares more elements than bytes remain); -1 for
+   a byte msgpack never uses. Every decoder of outside msgpack calls this
+   first: msgpack-c allocates what a header declares. */
+int pl_mp_check(const void *buf, size_t len, size_t *objlen);
+
 const char *pl_msg_name(pl_msg_t type);
 const char *pl_finish_name(int64_t finish);
 const char *pl_stat_path(pl_stat_t stat);

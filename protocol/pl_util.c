@@ -137,10 +137,16 @@ pl_now_us(void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-double
-pl_wall_s(void)
+int64_t
+pl_wall_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (double) ts.tv_sec + (double) (ts.tv_nsec / 1000) / 1e6;
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+double
+pl_wall_s(void)
+{
+    return (double) pl_wall_us() / 1e6;
 }

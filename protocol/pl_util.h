@@ -34,7 +34,9 @@ bool pl_utf8_valid(const char *s, size_t n);
 int64_t pl_now_ms(void);
 /* The same clock, in microseconds. */
 int64_t pl_now_us(void);
-/* Wall-clock seconds since the epoch, with microseconds. */
+/* Wall-clock microseconds since the epoch (capture records' times). */
+int64_t pl_wall_us(void);
+/* The same, in seconds. */
 double pl_wall_s(void);
 
 #endif

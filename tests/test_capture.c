@@ -202,6 +202,29 @@ test_bad_records(void **state)
     }
 }
 
+/* msgpack-c allocates what a container declares before reading it: a
+   record "of 2^32 elements" must be refused before it asks for 32 GiB. */
+static void
+test_declared_counts(void **state)
+{
+    (void) state;
+    static const char *const tails[] = {"\xdd\xff\xff\xff\xff\x00", "\xdf\xff\xff\xff\xff",
+                                        "\xc6\xff\xff\xff\xff"};
+    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
+        buf_t b;
+        buf_init(&b);
+        pl_cap_header_t h = {.version = 1};
+        pl_cap_pack_header(&b.pk, &h);
+        msgpack_sbuffer_write(&b.sb, tails[i], strlen(tails[i]) + (i == 0));
+        pl_cap_reader_t rd;
+        assert_int_equal(pl_cap_reader_open(&rd, b.sb.data, b.sb.size), 0);
+        pl_cap_rec_t r;
+        assert_int_equal(pl_cap_reader_next(&rd, &r), PL_CAP_TRUNCATED);
+        pl_cap_reader_close(&rd);
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+}
+
 int
 main(void)
 {
@@ -210,6 +233,7 @@ main(void)
         cmocka_unit_test(test_cut_anywhere),
         cmocka_unit_test(test_bad_headers),
         cmocka_unit_test(test_bad_records),
+        cmocka_unit_test(test_declared_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

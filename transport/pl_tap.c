@@ -79,7 +79,7 @@ static void
 s_publish(pl_tap_t *self, pl_cap_rec_t *r)
 {
     r->seq = ++self->seq;
-    r->t_us = (int64_t) (pl_wall_s() * 1e6);
+    r->t_us = pl_wall_us();
     msgpack_sbuffer_clear(&self->sb);
     pl_cap_pack_rec(&self->pk, r);
     if (zmq_send(self->sock, self->sb.data, self->sb.size, ZMQ_DONTWAIT) < 0)

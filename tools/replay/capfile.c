@@ -10,15 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pl_util.h"
 #include "replay.h"
-
-int64_t
-rp_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 bool
 rp_is_id_key(const char *key)
@@ -186,7 +179,7 @@ rp_writer_open(rp_writer_t *w, const char *path, const char *source, char *err, 
         w->f = NULL;
         return -1;
     }
-    pl_cap_header_t h = {.version = PL_CAP_VERSION, .created_us = rp_now_us()};
+    pl_cap_header_t h = {.version = PL_CAP_VERSION, .created_us = pl_wall_us()};
     snprintf(h.source, sizeof h.source, "%s", source);
     msgpack_packer pk;
     msgpack_packer_init(&pk, w->f, s_write);

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pl_util.h"
 #include "play_int.h"
 
 /* Warnings printed; past this they are only counted (50 copies of a broken
@@ -145,7 +146,7 @@ s_out_add(rp_play_t *p, pl_cap_rec_t *r)
     if (!p->out_open || p->out_failed)
         return;
     r->seq = ++p->out_seq;
-    r->t_us = rp_now_us();
+    r->t_us = pl_wall_us();
     if (rp_writer_add(&p->out, r, false) != 0) {
         p->out_failed = true;
         p->failures++;

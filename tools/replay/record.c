@@ -11,6 +11,8 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "pl_envelope.h"
+#include "pl_util.h"
 #include "replay.h"
 
 /* Records ZeroMQ may hold for us between reads: the tap's own bound
@@ -70,8 +72,8 @@ s_take(s_rec_t *st, const char *buf, size_t len)
     pl_cap_rec_t r;
     char why[120];
     int rc = 0;
-    if (msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS || off != len ||
-        pl_cap_rec_from(&u.data, &r, why, sizeof why) != 0 || r.kind == PL_CAP_LOST) {
+    if (pl_mp_check(buf, len, NULL) != 1 || msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != len || pl_cap_rec_from(&u.data, &r, why, sizeof why) != 0 || r.kind == PL_CAP_LOST) {
         if (st->bad++ == 0)
             fprintf(stderr, "parley-replay record: skipping a message that is not a capture record\n");
         goto done;
@@ -79,8 +81,8 @@ s_take(s_rec_t *st, const char *buf, size_t len)
     if (st->last_seq && r.seq <= st->last_seq) {
         st->restarts++; /* the server restarted: its numbering starts again */
     } else if (st->last_seq && r.seq > st->last_seq + 1) {
-        pl_cap_rec_t lost = {.kind = PL_CAP_LOST, .seq = st->last_seq + 1, .t_us = r.t_us,
-                             .count = r.seq - st->last_seq - 1};
+        pl_cap_rec_t lost = {
+            .kind = PL_CAP_LOST, .seq = st->last_seq + 1, .t_us = r.t_us, .count = r.seq - st->last_seq - 1};
         st->lost += lost.count;
         if (rp_writer_add(&st->w, &lost, false) != 0)
             rc = -1;
@@ -164,11 +166,11 @@ rp_record(int argc, char **argv)
     if (!quiet)
         fprintf(stderr, "parley-replay record: waiting for the tap at %s\n", endpoint);
 
-    int64_t start = rp_now_us(), deadline = duration > 0 ? start + (int64_t) (duration * 1e6) : 0;
+    int64_t start = pl_wall_us(), deadline = duration > 0 ? start + (int64_t) (duration * 1e6) : 0;
     bool welcomed = false, failed = false;
     zmq_msg_t msg;
     zmq_msg_init(&msg);
-    while (!s_stop && !failed && (!deadline || rp_now_us() < deadline)) {
+    while (!s_stop && !failed && (!deadline || pl_wall_us() < deadline)) {
         zmq_pollitem_t item = {.socket = sub, .events = ZMQ_POLLIN};
         if (zmq_poll(&item, 1, S_POLL_MS) <= 0)
             continue;
@@ -196,8 +198,8 @@ rp_record(int argc, char **argv)
     if (rp_writer_close(&st.w) != 0)
         failed = true;
     if (failed) {
-        fprintf(stderr, "parley-replay record: writing %s failed: %s (%llu records written)\n", path,
-                strerror(errno), (unsigned long long) written);
+        fprintf(stderr, "parley-replay record: writing %s failed: %s (%llu records written)\n", path, strerror(errno),
+                (unsigned long long) written);
         return 1;
     }
     if (!quiet) {
@@ -205,14 +207,15 @@ rp_record(int argc, char **argv)
                 "parley-replay record: %llu records (%llu connections opened, %llu frames) in %.1f s to %s; "
                 "lost %llu%s\n",
                 (unsigned long long) st.records, (unsigned long long) st.opens, (unsigned long long) st.frames,
-                (double) (rp_now_us() - start) / 1e6, path, (unsigned long long) st.lost,
+                (double) (pl_wall_us() - start) / 1e6, path, (unsigned long long) st.lost,
                 st.lost ? " (the tap dropped them: see --tap-hwm)" : "");
         if (st.bad)
             fprintf(stderr, "parley-replay record: %llu messages were not capture records and were skipped\n",
                     (unsigned long long) st.bad);
         if (!welcomed)
-            fprintf(stderr, "parley-replay record: warning: never reached the tap at %s (is parleyd running "
-                            "with --tap %s?)\n",
+            fprintf(stderr,
+                    "parley-replay record: warning: never reached the tap at %s (is parleyd running "
+                    "with --tap %s?)\n",
                     endpoint, endpoint);
     }
     return 0;

@@ -58,9 +58,6 @@ int rp_writer_close(rp_writer_t *w);
    rewriting) and diff (id masking) share; NULL is not one. */
 bool rp_is_id_key(const char *key);
 
-/* Microseconds of the wall clock. */
-int64_t rp_now_us(void);
-
 /* The commands: argv[0] is the command name. Each returns the exit code:
    0 success, 1 a difference (diff) or a failed replay, 2 bad usage or an
    unreadable input. */
