@@ -241,7 +241,9 @@ pl_edge_ws_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (len >= 2) {
             int code = ((const unsigned char *) in)[0] << 8 | ((const unsigned char *) in)[1];
-            pss->peer_close = code < 5000 ? code : 0;
+            pss->peer_close = code < 5000 ? code : LWS_CLOSE_STATUS_NO_STATUS;
+        } else {
+            pss->peer_close = LWS_CLOSE_STATUS_NO_STATUS; /* 1005: a close frame without a code */
         }
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zmq.h>
 
 #include "../protocol/pl_capture.h"
@@ -18,13 +19,17 @@ struct pl_tap {
     uint64_t seq, published, dropped;
 };
 
+/* ipc:// paths (not the abstract namespace, "ipc://@...", which has no
+   permissions) or loopback TCP. */
 static bool
 s_loopback(const char *ep)
 {
     static const char *const ok[] = {"ipc://", "tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:"};
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        if (strncmp(ep, ok[i], strlen(ok[i])) == 0 && ep[strlen(ok[i])] != '\0')
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        const char *rest = ep + strlen(ok[i]);
+        if (strncmp(ep, ok[i], strlen(ok[i])) == 0 && *rest != '\0' && (i > 0 || *rest != '@'))
             return true;
+    }
     return false;
 }
 
@@ -33,8 +38,8 @@ pl_tap_new(const char *endpoint, int hwm, char *err, size_t errsize)
 {
     if (!s_loopback(endpoint)) {
         snprintf(err, errsize,
-                 "--tap %s: only ipc://PATH or tcp://127.0.0.1:PORT (loopback) are allowed: a capture holds "
-                 "every user's messages",
+                 "--tap %s: only ipc://PATH or tcp://127.0.0.1:PORT (loopback) are allowed, not the abstract "
+                 "ipc://@NAME: a capture holds every user's messages",
                  endpoint);
         return NULL;
     }
@@ -52,6 +57,12 @@ pl_tap_new(const char *endpoint, int hwm, char *err, size_t errsize)
     zmq_setsockopt(self->sock, ZMQ_XPUB_WELCOME_MSG, PL_CAP_TAP_WELCOME, strlen(PL_CAP_TAP_WELCOME));
     if (zmq_bind(self->sock, endpoint) != 0) {
         snprintf(err, errsize, "--tap %s: cannot bind: %s", endpoint, zmq_strerror(errno));
+        pl_tap_destroy(&self);
+        return NULL;
+    }
+    /* Only the server's own user may attach to an ipc:// socket. */
+    if (strncmp(endpoint, "ipc://", 6) == 0 && chmod(endpoint + 6, 0600) != 0) {
+        snprintf(err, errsize, "--tap %s: cannot restrict the socket to its owner: %s", endpoint, strerror(errno));
         pl_tap_destroy(&self);
         return NULL;
     }

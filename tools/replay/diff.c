@@ -181,15 +181,12 @@ s_canon(const s_opts_t *o, s_ids_t *ids, cJSON *j)
 }
 
 static int
-s_frame(const s_opts_t *o, s_ids_t *ids, const pl_cap_rec_t *r, s_frame_t *f)
+s_frame(const pl_cap_rec_t *r, s_frame_t *f)
 {
     memset(f, 0, sizeof *f);
     f->rec = r;
-    if (r->opcode == PL_CAP_TEXT && (f->json = cJSON_ParseWithLength(r->data, r->len))) {
-        if (s_canon(o, ids, f->json) != 0 || !(f->text = cJSON_PrintUnformatted(f->json)))
-            return -1;
-        return 0;
-    }
+    if (r->opcode == PL_CAP_TEXT && (f->json = cJSON_ParseWithLength(r->data, r->len)))
+        return 0; /* its text comes once it is canonical */
     /* Not JSON: compared byte for byte, shown as text (binary as a size). */
     char head[24];
     snprintf(head, sizeof head, r->opcode == PL_CAP_BINARY ? "(binary %zu bytes) " : "(not JSON) ", r->len);
@@ -226,14 +223,19 @@ s_lists(const s_opts_t *o, s_ids_t *ids, const rp_conn_t *c, s_list_t lists[2])
         if (c->recs[i]->dir != PL_CAP_OUT)
             continue;
         s_frame_t f;
-        if (s_frame(o, ids, c->recs[i], &f) != 0) {
-            free(f.text);
-            cJSON_Delete(f.json);
+        if (s_frame(c->recs[i], &f) != 0)
             return -1;
-        }
         int k = cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(f.json, "seq")) ? 0 : 1;
         lists[k].v[lists[k].n++] = f;
     }
+    /* Ids are numbered in the order the lists are compared, so a reply
+       that overtook an event does not renumber the ids after it. */
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; i < lists[k].n; i++) {
+            s_frame_t *f = &lists[k].v[i];
+            if (f->json && (s_canon(o, ids, f->json) != 0 || !(f->text = cJSON_PrintUnformatted(f->json))))
+                return -1;
+        }
     return 0;
 }
 

@@ -39,7 +39,8 @@ s_help(FILE *out)
     fprintf(out,
             "\n"
             "parley-replay COMMAND --help tells more. Exit status: 0 success, 1 a\n"
-            "difference (diff) or a failed replay (play), 2 bad usage or input.\n");
+            "difference (diff) or a failed replay (play), 2 bad usage, an unreadable\n"
+            "input or an unwritable output.\n");
     return out == stdout ? 0 : 2;
 }
 

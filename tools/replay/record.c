@@ -60,9 +60,10 @@ typedef struct {
     rp_writer_t w;
     uint64_t last_seq;
     uint64_t records, frames, opens, lost, bad, restarts;
+    int werr; /* errno of the first write that failed */
 } s_rec_t;
 
-/* Appends one tap message. 0, or -1 on a write error. */
+/* Appends one tap message. 0, or -1 on a write error (st->werr). */
 static int
 s_take(s_rec_t *st, const char *buf, size_t len)
 {
@@ -71,7 +72,6 @@ s_take(s_rec_t *st, const char *buf, size_t len)
     size_t off = 0;
     pl_cap_rec_t r;
     char why[120];
-    int rc = 0;
     if (pl_mp_check(buf, len, NULL) != 1 || msgpack_unpack_next(&u, buf, len, &off) != MSGPACK_UNPACK_SUCCESS ||
         off != len || pl_cap_rec_from(&u.data, &r, why, sizeof why) != 0 || r.kind == PL_CAP_LOST) {
         if (st->bad++ == 0)
@@ -84,18 +84,18 @@ s_take(s_rec_t *st, const char *buf, size_t len)
         pl_cap_rec_t lost = {
             .kind = PL_CAP_LOST, .seq = st->last_seq + 1, .t_us = r.t_us, .count = r.seq - st->last_seq - 1};
         st->lost += lost.count;
-        if (rp_writer_add(&st->w, &lost, false) != 0)
-            rc = -1;
+        if (rp_writer_add(&st->w, &lost, false) != 0 && !st->werr)
+            st->werr = errno;
     }
     st->last_seq = r.seq;
     st->records++;
     st->frames += r.kind == PL_CAP_FRAME;
     st->opens += r.kind == PL_CAP_OPEN;
-    if (rp_writer_add(&st->w, &r, false) != 0)
-        rc = -1;
+    if (rp_writer_add(&st->w, &r, false) != 0 && !st->werr)
+        st->werr = errno;
 done:
     msgpack_unpacked_destroy(&u);
-    return rc;
+    return st->werr ? -1 : 0;
 }
 
 static bool
@@ -184,8 +184,9 @@ rp_record(int argc, char **argv)
             }
             failed = s_take(&st, zmq_msg_data(&msg), zmq_msg_size(&msg)) != 0;
         }
-        if (fflush(st.w.f) != 0)
-            failed = true;
+        if (fflush(st.w.f) != 0 && !st.werr)
+            st.werr = errno;
+        failed = st.werr != 0;
     }
     /* What had already arrived when we were told to stop is kept too. */
     while (!failed && zmq_msg_recv(&msg, sub, ZMQ_DONTWAIT) >= 0)
@@ -195,12 +196,12 @@ rp_record(int argc, char **argv)
     zmq_close(sub);
     zmq_ctx_term(zctx);
     uint64_t written = st.w.records;
-    if (rp_writer_close(&st.w) != 0)
-        failed = true;
-    if (failed) {
-        fprintf(stderr, "parley-replay record: writing %s failed: %s (%llu records written)\n", path, strerror(errno),
-                (unsigned long long) written);
-        return 1;
+    if (rp_writer_close(&st.w) != 0 && !st.werr)
+        st.werr = errno;
+    if (st.werr) {
+        fprintf(stderr, "parley-replay record: writing %s failed: %s (%llu records written)\n", path,
+                strerror(st.werr), (unsigned long long) written);
+        return 2;
     }
     if (!quiet) {
         fprintf(stderr,

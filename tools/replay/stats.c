@@ -6,7 +6,8 @@
 
 #include "replay.h"
 
-/* Distinct frame types counted; the rest are "(other)". */
+/* Distinct frame types counted, two of them "(other)" (in and out) for the
+   rest: the types come from clients, who may send any. */
 #define S_TYPES_MAX 256
 
 typedef struct {
@@ -55,24 +56,30 @@ s_type_of(const pl_cap_rec_t *r, char *out, size_t size)
     cJSON_Delete(j);
 }
 
+static size_t
+s_find(const s_types_t *t, int dir, const char *name)
+{
+    size_t i = 0;
+    while (i < t->n && (t->v[i].dir != dir || strcmp(t->v[i].name, name) != 0))
+        i++;
+    return i;
+}
+
 static void
 s_count(s_types_t *t, const pl_cap_rec_t *r)
 {
     char name[48];
     s_type_of(r, name, sizeof name);
-    size_t i = 0;
-    while (i < t->n && (t->v[i].dir != (int) r->dir || strcmp(t->v[i].name, name) != 0))
-        i++;
+    size_t i = s_find(t, (int) r->dir, name);
+    if (i == t->n && t->n >= S_TYPES_MAX - 2) { /* the last two slots: "(other)" in and out */
+        snprintf(name, sizeof name, "(other)");
+        i = s_find(t, (int) r->dir, name);
+    }
     if (i == t->n) {
-        if (t->n == S_TYPES_MAX) {
-            i = S_TYPES_MAX - 1;
-            snprintf(t->v[i].name, sizeof t->v[i].name, "(other)");
-        } else {
-            t->n++;
-            memset(&t->v[i], 0, sizeof t->v[i]);
-            snprintf(t->v[i].name, sizeof t->v[i].name, "%s", name);
-            t->v[i].dir = (int) r->dir;
-        }
+        t->n++;
+        memset(&t->v[i], 0, sizeof t->v[i]);
+        snprintf(t->v[i].name, sizeof t->v[i].name, "%s", name);
+        t->v[i].dir = (int) r->dir;
     }
     t->v[i].frames++;
     t->v[i].bytes += r->len;
