@@ -166,4 +166,72 @@ fuzz_cuts_fit(fuzz_cuts_t *c, size_t len)
         }
 }
 
+/* A stream parser (SSE, NDJSON) under a differential run: the harness's
+   adapters over it. The parser's callback gets the run: it checks each
+   item and logs it. */
+typedef struct {
+    fuzz_log_t log;
+    size_t max; /* the parser's limit */
+} fuzz_run_t;
+
+typedef struct {
+    void *(*make)(size_t max);
+    int (*feed)(void *parser, const char *buf, size_t len, fuzz_run_t *run);
+    int (*finish)(void *parser, fuzz_run_t *run);
+    size_t (*dropped)(const void *parser);
+    void (*destroy)(void *parser); /* also checks the handle was cleared */
+} fuzz_stream_t;
+
+/* Streams up to this long are also fed one byte at a time. */
+#define FUZZ_BYTEWISE_MAX 1024
+
+/* Parses the stream twice on one parser, cut at cuts->at[0..k) each time
+   (NULL: every byte), logging the dropped count after each pass. */
+static inline void
+fuzz_stream_run(const fuzz_stream_t *ops, fuzz_run_t *run, const uint8_t *p, size_t len, const fuzz_cuts_t *cuts)
+{
+    void *parser = ops->make(run->max);
+    FUZZ_CHECK(parser);
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0, k = cuts ? cuts->k : len;
+        for (size_t i = 0; i <= k; i++) {
+            size_t end = i == k ? len : cuts ? cuts->at[i] : i;
+            FUZZ_CHECK(ops->feed(parser, (const char *) p + at, end - at, run) == 0);
+            at = end;
+        }
+        FUZZ_CHECK(ops->finish(parser, run) == 0);
+        size_t dropped = ops->dropped(parser);
+        fuzz_log(&run->log, &dropped, sizeof dropped);
+    }
+    ops->destroy(parser);
+}
+
+/* The whole differential harness. Input: 2 bytes of the limit (1..4096),
+   1 byte of cut count k (0..7) and 2 bytes per cut, then the stream. The
+   stream is parsed whole, cut at the k points, and (when short) one byte
+   at a time: the logs must be identical. */
+static inline int
+fuzz_stream_differential(const fuzz_stream_t *ops, const uint8_t *data, size_t size)
+{
+    fuzz_in_t in = {data, size};
+    size_t max = 1 + fuzz_u16(&in) % 4096;
+    fuzz_cuts_t cuts;
+    fuzz_cuts_read(&in, &cuts);
+    fuzz_cuts_fit(&cuts, in.n);
+
+    fuzz_run_t whole = {.max = max}, cut = {.max = max}, bytes = {.max = max};
+    fuzz_cuts_t none = {0};
+    fuzz_stream_run(ops, &whole, in.p, in.n, &none);
+    fuzz_stream_run(ops, &cut, in.p, in.n, &cuts);
+    FUZZ_CHECK(fuzz_log_equal(&whole.log, &cut.log));
+    if (in.n <= FUZZ_BYTEWISE_MAX) {
+        fuzz_stream_run(ops, &bytes, in.p, in.n, NULL);
+        FUZZ_CHECK(fuzz_log_equal(&whole.log, &bytes.log));
+    }
+    free(whole.log.p);
+    free(cut.log.p);
+    free(bytes.log.p);
+    return 0;
+}
+
 #endif

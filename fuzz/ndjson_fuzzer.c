@@ -13,18 +13,10 @@
 #include "pl_err.h"
 #include "pl_ndjson.h"
 
-/* Streams up to this long are also fed one byte at a time. */
-#define S_BYTEWISE_MAX 1024
-
-typedef struct {
-    fuzz_log_t log;
-    size_t max;
-} s_run_t;
-
 static int
 s_on_line(void *arg, const char *line, size_t len)
 {
-    s_run_t *run = arg;
+    fuzz_run_t *run = arg;
     FUZZ_CHECK(line && line[len] == '\0');
     FUZZ_CHECK(len > 0 && len <= run->max);
     FUZZ_CHECK(memchr(line, '\n', len) == NULL);
@@ -36,47 +28,42 @@ s_on_line(void *arg, const char *line, size_t len)
     return 0;
 }
 
-/* Frames the stream twice on one parser, cut at cuts (NULL: every byte). */
-static void
-s_run(s_run_t *run, const uint8_t *p, size_t len, const fuzz_cuts_t *cuts)
+static void *
+s_make(size_t max)
 {
-    pl_ndjson_t *nd = pl_ndjson_new(run->max);
-    FUZZ_CHECK(nd);
-    for (int pass = 0; pass < 2; pass++) {
-        size_t at = 0, k = cuts ? cuts->k : len;
-        for (size_t i = 0; i <= k; i++) {
-            size_t end = i == k ? len : cuts ? cuts->at[i] : i;
-            FUZZ_CHECK(pl_ndjson_feed(nd, (const char *) p + at, end - at, s_on_line, run) == 0);
-            at = end;
-        }
-        FUZZ_CHECK(pl_ndjson_finish(nd, s_on_line, run) == 0);
-        size_t dropped = pl_ndjson_dropped(nd);
-        fuzz_log(&run->log, &dropped, sizeof dropped);
-    }
-    pl_ndjson_destroy(&nd);
-    FUZZ_CHECK(nd == NULL);
+    return pl_ndjson_new(max);
 }
+
+static int
+s_feed(void *parser, const char *buf, size_t len, fuzz_run_t *run)
+{
+    return pl_ndjson_feed(parser, buf, len, s_on_line, run);
+}
+
+static int
+s_finish(void *parser, fuzz_run_t *run)
+{
+    return pl_ndjson_finish(parser, s_on_line, run);
+}
+
+static size_t
+s_dropped(const void *parser)
+{
+    return pl_ndjson_dropped(parser);
+}
+
+static void
+s_destroy(void *parser)
+{
+    pl_ndjson_t *p = parser;
+    pl_ndjson_destroy(&p);
+    FUZZ_CHECK(p == NULL);
+}
+
+static const fuzz_stream_t s_ops = {s_make, s_feed, s_finish, s_dropped, s_destroy};
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_in_t in = {data, size};
-    size_t max = 1 + fuzz_u16(&in) % 4096;
-    fuzz_cuts_t cuts;
-    fuzz_cuts_read(&in, &cuts);
-    fuzz_cuts_fit(&cuts, in.n);
-
-    s_run_t whole = {.max = max}, cut = {.max = max}, bytes = {.max = max};
-    fuzz_cuts_t none = {0};
-    s_run(&whole, in.p, in.n, &none);
-    s_run(&cut, in.p, in.n, &cuts);
-    FUZZ_CHECK(fuzz_log_equal(&whole.log, &cut.log));
-    if (in.n <= S_BYTEWISE_MAX) {
-        s_run(&bytes, in.p, in.n, NULL);
-        FUZZ_CHECK(fuzz_log_equal(&whole.log, &bytes.log));
-    }
-    free(whole.log.p);
-    free(cut.log.p);
-    free(bytes.log.p);
-    return 0;
+    return fuzz_stream_differential(&s_ops, data, size);
 }
