@@ -14,41 +14,26 @@ database and --echo-delay-ms 0. For each run it reports:
   machine the load generator shares;
 - with the tap on: records published, dropped, and written by the recorder.
 
-Runs alternate between the modes ROUNDS times; the summary gives medians. Stdlib only:
+Runs alternate between the modes ROUNDS times; the summary gives medians. Run with
+Debian's interpreter (it shares measure_store.py's helpers, which import websockets):
 
     /usr/bin/python3 tools/measure_tap.py build/parleyd build/tools/parley-replay --multiply 200 --rounds 5
 """
 
 import argparse
-import http.client
 import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from measure_store import free_port, get_json  # the same helpers, beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return json.loads(r.read())
-    finally:
-        c.close()
 
 
 def cpu_s(pid):
