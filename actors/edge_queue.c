@@ -340,26 +340,23 @@ pl_edge_send_to(pl_edge_t *self, pss_t *pss, const pl_env_t *env)
 static int
 s_write_frame(pl_edge_t *self, struct lws *wsi, const pss_t *pss, pl_edge_frame_t *f)
 {
-    if (!f->merged) {
-        if (lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT) < 0)
-            return -1;
-        if (self->tap)
-            pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, f->buf + LWS_PRE, f->len);
-        return 0;
-    }
-    size_t len = 0;
-    char *json = pl_session_render(f->chunk, &len);
-    unsigned char *buf = json ? malloc(LWS_PRE + len) : NULL;
-    if (!buf) {
+    unsigned char *buf = f->buf, *merged = NULL;
+    size_t len = f->len;
+    if (f->merged) {
+        char *json = pl_session_render(f->chunk, &len);
+        merged = json ? malloc(LWS_PRE + len) : NULL;
+        if (!merged) {
+            free(json);
+            return -1; /* the client would miss text: close; it may resume */
+        }
+        memcpy(merged + LWS_PRE, json, len);
         free(json);
-        return -1; /* the client would miss text: close; it may resume */
+        buf = merged;
     }
-    memcpy(buf + LWS_PRE, json, len);
-    free(json);
     int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
     if (n >= 0 && self->tap)
         pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, buf + LWS_PRE, len);
-    free(buf);
+    free(merged);
     return n < 0 ? -1 : 0;
 }
 
