@@ -1,6 +1,7 @@
 /*  echo — the built-in, offline model.
 
-    Answers deterministically, word by word, a configurable delay apart:
+    Answers deterministically, word by word, one chunk every --echo-delay-ms
+    from the start of the answer:
         [system prompt: N chars] Echo turn T (C context messages): <last user message>
     T is the number of user messages in the history, C the number of
     messages sent (the system prompt not counted), so a test can see that the
@@ -58,8 +59,8 @@ s_start(const pl_env_t *gen, long delay_ms, int64_t now)
         free(st);
         return NULL;
     }
-    st->len = (size_t) snprintf(st->answer, n, "%sEcho turn %lld (%zu context messages): %s", prefix,
-                                (long long) turns, gen->hist.n, last);
+    st->len = (size_t) snprintf(st->answer, n, "%sEcho turn %lld (%zu context messages): %s", prefix, (long long) turns,
+                                gen->hist.n, last);
     st->max_chunks = pl_env_has(gen, PL_F_MAXTOK) ? gen->max_tokens : INT64_MAX;
     st->delay_ms = delay_ms;
     st->due = now;
@@ -103,8 +104,11 @@ s_step(void *st_, int64_t now, char **text, bool *final, int64_t *finish)
     st->pos += n;
     st->chunks++;
     *final = st->pos >= st->len || st->chunks >= st->max_chunks;
-    /* the last chunk is followed at once by the end of the answer */
-    st->due = *final ? now : now + st->delay_ms;
+    /* The last chunk is followed at once by the end of the answer. The others keep a
+       steady cadence from the start (chunk i is due at start + i x delay) rather than
+       from when the previous one went out, so a busy worker's lateness does not add up
+       over an answer and a client can tell how late each chunk is (parley-bench does). */
+    st->due = *final ? now : st->due + st->delay_ms;
     return PL_STEP_CHUNK;
 }
 
