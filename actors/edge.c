@@ -13,8 +13,12 @@
 #include "../transport/pl_log.h"
 #include "edge_int.h"
 
-/* Bytes lws hands us per RECEIVE callback; larger frames arrive in pieces. */
-#define S_RX_CHUNK 16384
+/* Bytes lws hands us per RECEIVE callback; larger frames arrive in pieces
+   (edge_ws.c puts them together). lws allocates this much for every
+   WebSocket at the upgrade, so it is most of what an idle connection costs:
+   measured 10.9 KB of server RSS per idle connection at 16 KiB, 8.5 KB at 4 KiB,
+   5.8 KB at 1 KiB (docs/benchmarks.md). Client frames are mostly far smaller. */
+#define S_RX_CHUNK 1024
 /* How long shutdown waits for clients to take their close frames. */
 #define S_STOP_GRACE_US (2 * LWS_US_PER_SEC)
 
@@ -122,8 +126,7 @@ s_fanout(pl_edge_t *self, const pl_env_t *env)
 
 /* ---- the mailbox ---- */
 
-static void
-s_begin_stop(pl_edge_t *self);
+static void s_begin_stop(pl_edge_t *self);
 
 static void
 s_dispatch(pl_edge_t *self, pl_env_t *env)
@@ -212,8 +215,7 @@ s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *
 }
 
 static const struct lws_protocols s_protocols[] = {
-    {"parley", s_callback, sizeof(pss_t), S_RX_CHUNK, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
+    {"parley", s_callback, sizeof(pss_t), S_RX_CHUNK, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
 };
 
 /* ---- lifecycle ---- */
@@ -294,8 +296,8 @@ s_main(void *arg)
     info.vhost_name = "parley";
     info.count_threads = 1;
     char taperr[256] = "";
-    bool tap_ok = !self->cfg->tap[0] || (self->tap = pl_tap_new(self->cfg->tap, (int) self->cfg->tap_hwm, taperr,
-                                                                  sizeof taperr));
+    bool tap_ok =
+        !self->cfg->tap[0] || (self->tap = pl_tap_new(self->cfg->tap, (int) self->cfg->tap_hwm, taperr, sizeof taperr));
     if (!tap_ok)
         pl_log_error("tap", "error=\"%s\"", taperr);
     struct lws_context *ctx = self->box && self->out && tap_ok ? lws_create_context(&info) : NULL;
@@ -312,6 +314,7 @@ s_main(void *arg)
     self->ctx = ctx;
     pthread_mutex_unlock(&self->ring_lock);
     pl_log_info("listen", "host=%s port=%ld", self->cfg->host, self->cfg->port);
+    pl_edge_conn_limit(self);
     if (self->tap) {
         pl_log_info("tap", "endpoint=%s hwm=%ld", self->cfg->tap, self->cfg->tap_hwm);
         lws_sul_schedule(ctx, 0, &self->tap_sul, s_tap_tick, PL_TAP_SERVICE_MS * LWS_US_PER_MS);

@@ -94,7 +94,7 @@ struct pl_edge {
     bool start_done;
     double started_at;
     pl_dialect_limits_t lim;
-    pl_edge_stats_t stats;
+    pl_edge_stats_t stats; /* stats.conns_limit: the cap in force (edge_limits.c) */
     /* graceful stop (edge_drain.c) */
     bool draining, drain_interrupted;
     int64_t drain_deadline;
@@ -146,6 +146,9 @@ int pl_edge_queue_write(pl_edge_t *self, struct lws *wsi, pss_t *pss);
 /* HTTP_CONFIRM_UPGRADE: 0 admits the upgrade; otherwise a 404 or 503 has
    been written and the connection is to be dropped (-1). */
 int pl_edge_admit(pl_edge_t *self, struct lws *wsi);
+/* Sets stats.conns_limit from --max-connections and the open-file limit, and
+   says so in the log; once, when the server has opened what it needs. */
+void pl_edge_conn_limit(pl_edge_t *self);
 /* Counts an admitted WebSocket against its address (records pss->peer). */
 void pl_edge_peer_add(pl_edge_t *self, struct lws *wsi, pss_t *pss);
 void pl_edge_peer_remove(pl_edge_t *self, pss_t *pss);

@@ -19,10 +19,23 @@
     request body, so a body gets our deadline instead (an lws timer, see
     edge_http.c), past which the connection is closed.
 
+    The open-file limit: every WebSocket is a file, and the process may hold
+    at most RLIMIT_NOFILE of them (20,000 on our machines, and the hard limit
+    cannot be raised there). pl_edge_conn_limit() runs once everything the
+    server opens at start is open (the database, ZeroMQ's sockets, the
+    listener): what is left, less --fd-reserve for HTTP requests, model
+    connections and the database's own files, is what WebSockets may use. A
+    --max-connections above that is lowered with a warning that says so; the
+    connection past the cap gets the same 503 as any other past the cap, so
+    the server never runs out of files with a client half accepted.
+
     Edge thread only. */
+#include <dirent.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "../transport/pl_log.h"
 #include "edge_int.h"
@@ -65,6 +78,51 @@ s_peer_count(pl_edge_t *self, const char *peer)
     return (uintptr_t) pl_map_get(self->peers, peer);
 }
 
+/* Files this process has open now, or -1. */
+static long
+s_open_files(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* not the directory's own */
+}
+
+void
+pl_edge_conn_limit(pl_edge_t *self)
+{
+    struct rlimit rl;
+    long open = s_open_files();
+    long want = self->cfg->max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || open < 0) {
+        self->stats.conns_limit = want ? want : 1000000;
+        pl_log_info("limits", "max_connections=%lld files=unknown", (long long) self->stats.conns_limit);
+        return;
+    }
+    long files = (long) rl.rlim_cur, reserve = self->cfg->fd_reserve;
+    long room = files - open - reserve;
+    if (room < 1)
+        room = 1;
+    self->stats.conns_limit = want && want <= room ? want : room;
+    if (want && want <= room)
+        pl_log_info("limits", "max_connections=%ld files=%ld open_at_start=%ld fd_reserve=%ld", want, files, open,
+                    reserve);
+    else { /* the file limit decides: say so where the operator looks first */
+        char asked[40] = "";
+        if (want)
+            snprintf(asked, sizeof asked, " asked=%ld", want);
+        pl_log_warn("limits",
+                    "max_connections=%ld reason=open_file_limit files=%ld open_at_start=%ld fd_reserve=%ld%s "
+                    "note=\"the open-file limit (ulimit -n %ld) allows %ld WebSockets; past that an upgrade "
+                    "gets 503 BUSY\"",
+                    room, files, open, reserve, asked, files, room);
+    }
+}
+
 int
 pl_edge_admit(pl_edge_t *self, struct lws *wsi)
 {
@@ -81,10 +139,10 @@ pl_edge_admit(pl_edge_t *self, struct lws *wsi)
         self->stats.rejected_stopping++;
         reason = "stopping";
         message = "the server is shutting down; reconnect shortly";
-    } else if (self->stats.conns_current >= self->cfg->max_connections) {
+    } else if (self->stats.conns_current >= self->stats.conns_limit) {
         self->stats.rejected_max++;
         reason = "max_connections";
-        limit = self->cfg->max_connections;
+        limit = (long) self->stats.conns_limit;
         message = "the server is at its connection limit; try again";
     } else if (peer[0] && s_peer_count(self, peer) >= (uintptr_t) self->cfg->max_per_address) {
         self->stats.rejected_per_address++;

@@ -218,10 +218,10 @@ s_filter(pl_edge_t *self, struct lws *wsi)
     lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI);
     if (self->stopping || self->draining || strcmp(path, "/ws") != 0)
         return -1;
-    if (self->stats.conns_current >= self->cfg->max_connections) {
+    if (self->stats.conns_current >= self->stats.conns_limit) {
         self->stats.conns_rejected++;
         self->stats.rejected_max++;
-        pl_log_warn("refused", "reason=max_connections limit=%ld", self->cfg->max_connections);
+        pl_log_warn("refused", "reason=max_connections limit=%lld", (long long) self->stats.conns_limit);
         return -1;
     }
     return 0;

@@ -26,31 +26,31 @@ typedef enum {
     PL_METHOD_OTHER
 } pl_method_t;
 
-#define PL_ROUTES(X)                                               \
-    X(ROOT,           "/",                    "GET")               \
-    X(HEALTH,         "/health",              "GET")               \
-    X(STATS,          "/stats",               "GET")               \
-    X(OPENAPI,        "/openapi.json",        "GET")               \
-    X(DOCS,           "/docs",                "GET")               \
-    X(DEMO,           "/demo",                "GET")               \
-    X(WS,             "/ws",                  "GET")               \
-    X(SESSIONS_NEW,   "/sessions/new",        "POST")              \
-    X(SESSIONS,       "/sessions",            "GET")               \
-    X(SESSION,        "/sessions/{id}",       "GET, DELETE")       \
-    X(SESSION_CLEAR,  "/sessions/{id}/clear", "POST")
+#define PL_ROUTES(X)                                                                                                   \
+    X(ROOT, "/", "GET")                                                                                                \
+    X(HEALTH, "/health", "GET")                                                                                        \
+    X(STATS, "/stats", "GET")                                                                                          \
+    X(OPENAPI, "/openapi.json", "GET")                                                                                 \
+    X(DOCS, "/docs", "GET")                                                                                            \
+    X(DEMO, "/demo", "GET")                                                                                            \
+    X(WS, "/ws", "GET")                                                                                                \
+    X(SESSIONS_NEW, "/sessions/new", "POST")                                                                           \
+    X(SESSIONS, "/sessions", "GET")                                                                                    \
+    X(SESSION, "/sessions/{id}", "GET, DELETE")                                                                        \
+    X(SESSION_CLEAR, "/sessions/{id}/clear", "POST")
 
 typedef enum {
     PL_ROUTE_NONE = 0,
 #define X(id, path, allow) PL_ROUTE_##id,
     PL_ROUTES(X)
 #undef X
-    PL_ROUTE_COUNT_
+        PL_ROUTE_COUNT_
 } pl_route_t;
 
 typedef struct {
     pl_route_t route;
-    int status;          /* 200 (routed), 404 (no such path), 405 (method) */
-    const char *allow;   /* for 405: the Allow header value */
+    int status;             /* 200 (routed), 404 (no such path), 405 (method) */
+    const char *allow;      /* for 405: the Allow header value */
     char id[PL_ID_MAX + 1]; /* {id} of /sessions/{id}... */
 } pl_http_match_t;
 
@@ -61,6 +61,8 @@ void pl_http_route(pl_method_t method, const char *path, pl_http_match_t *out);
 /* The edge's own counters, for /health and /stats. */
 typedef struct {
     int64_t conns_current, conns_total, conns_rejected, slow_closed;
+    /* WebSockets admitted at most: --max-connections within the open-file limit */
+    int64_t conns_limit;
     /* conns_rejected by reason: total cap, per-address cap, shutting down */
     int64_t rejected_max, rejected_per_address, rejected_stopping;
     int64_t frames_in, frames_out, mailbox_dropped;

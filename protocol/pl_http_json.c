@@ -28,10 +28,18 @@ pl_http_json_error(int status, const char *code, const char *message)
 char *
 pl_http_json_root(const char *model)
 {
-    static const char *const endpoints[] = {
-        "GET /",           "GET /health",          "GET /stats",          "GET /openapi.json",
-        "GET /docs",       "GET /demo",            "POST /sessions/new",  "GET /sessions",
-        "GET /sessions/{id}", "DELETE /sessions/{id}", "POST /sessions/{id}/clear", "WS /ws"};
+    static const char *const endpoints[] = {"GET /",
+                                            "GET /health",
+                                            "GET /stats",
+                                            "GET /openapi.json",
+                                            "GET /docs",
+                                            "GET /demo",
+                                            "POST /sessions/new",
+                                            "GET /sessions",
+                                            "GET /sessions/{id}",
+                                            "DELETE /sessions/{id}",
+                                            "POST /sessions/{id}/clear",
+                                            "WS /ws"};
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "name", PL_NAME);
     cJSON_AddStringToObject(o, "version", PL_VERSION);
@@ -77,14 +85,14 @@ s_put_path(cJSON *o, const char *path, double v)
 }
 
 char *
-pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_models_t *models,
-                   const int64_t *mstats)
+pl_http_json_stats(const pl_edge_stats_t *edge, const int64_t *stats, const pl_models_t *models, const int64_t *mstats)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "uptime", edge->uptime);
     cJSON_AddNumberToObject(o, "workers", (double) edge->workers);
     cJSON_AddNumberToObject(o, "shards", (double) edge->shards);
     s_put_path(o, "connections.current", (double) edge->conns_current);
+    s_put_path(o, "connections.limit", (double) edge->conns_limit);
     s_put_path(o, "connections.total", (double) edge->conns_total);
     s_put_path(o, "connections.rejected", (double) edge->conns_rejected);
     s_put_path(o, "connections.rejected_by.max_connections", (double) edge->rejected_max);

@@ -112,6 +112,44 @@ def test_total_cap_refuses_with_503_and_counts(make_server):
     assert "reason=max_connections" in srv.stderr_text()
 
 
+def test_open_file_limit_caps_connections_with_a_warning(make_server):
+    """A parleyd whose open-file limit is lower than --max-connections asks for says so at
+    start, with the numbers, and refuses the connection past what the files allow with a
+    503 BUSY: it never accepts a connection it has no file for, and stays healthy."""
+    srv = make_server("--max-connections", "100000", "--fd-reserve", "100", start=False)
+    srv.args = ["prlimit", "--nofile=400:400", *srv.args]   # soft and hard: not raisable
+    srv.start()
+    log = srv.stderr_text()
+    limit = stats(srv)["connections"]["limit"]
+    assert 100 < limit < 400 - 100, limit
+    assert "reason=open_file_limit" in log and "asked=100000" in log, log
+    assert f"(ulimit -n 400) allows {limit} WebSockets; past that an upgrade gets 503 BUSY" in log
+
+    async def body():
+        cs = []
+        for i in range(limit):
+            cs.append(await websockets.connect(srv.ws_url, open_timeout=5, ping_interval=None))
+        for ws in cs:
+            assert json.loads(await ws.recv())["type"] == "connected"
+        check_503(*raw_upgrade_response(srv))
+        st = stats(srv)["connections"]
+        assert st["current"] == limit and st["rejected_by"]["max_connections"] == 1, st
+        assert http(srv, "GET", "/health").status == 200
+        await cs[0].send(json.dumps({"type": "ping"}))
+        assert json.loads(await cs[0].recv())["type"] == "pong"
+        for ws in cs:
+            await ws.close()
+    run(body(), timeout=40)
+    assert f"reason=max_connections peer=127.0.0.1 limit={limit}" in srv.stderr_text()
+
+
+def test_default_cap_is_the_open_file_limit(make_server):
+    srv = make_server()            # --max-connections 0: the file limit decides, and says so
+    limit = stats(srv)["connections"]["limit"]
+    assert 1000 < limit, limit
+    assert f"allows {limit} WebSockets" in srv.stderr_text()
+
+
 def test_per_address_cap_refuses_with_503_and_counts(make_server):
     srv = make_server("--max-per-address", "2", "--max-connections", "100")
 
