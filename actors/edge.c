@@ -5,6 +5,7 @@
     WebSocket connections are in edge_ws.c, their outbound queues in
     edge_queue.c, admission and request deadlines in edge_limits.c, HTTP
     requests in edge_http.c. */
+#include <ev.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,12 @@
    measured 10.9 KB of server RSS per idle connection at 16 KiB, 8.5 KB at 4 KiB,
    5.8 KB at 1 KiB (docs/benchmarks.md). Client frames are mostly far smaller. */
 #define S_RX_CHUNK 1024
+/* lws 4.1's libev glue re-arms its timer only when that timer is idle, so a
+   timer scheduled earlier than the one armed (a heartbeat, a handshake or
+   close deadline) waits for the later one, or for any socket event, whose
+   aftermath services every timer that is due. This tick is such an event:
+   found by the heartbeat and 1009 tests, which failed without it. */
+#define S_SUL_TICK_S 0.05
 /* How long shutdown waits for clients to take their close frames. */
 #define S_STOP_GRACE_US (2 * LWS_US_PER_SEC)
 
@@ -221,6 +228,14 @@ static const struct lws_protocols s_protocols[] = {
 /* ---- lifecycle ---- */
 
 static void
+s_sul_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void) loop;
+    (void) revents;
+    lws_cancel_service(w->data); /* an event on lws's own pipe: see S_SUL_TICK_S */
+}
+
+static void
 s_tap_tick(lws_sorted_usec_list_t *sul)
 {
     pl_edge_t *self = lws_container_of(sul, pl_edge_t, tap_sul);
@@ -281,13 +296,19 @@ s_main(void *arg)
         .secs_since_valid_ping = (uint16_t) self->cfg->heartbeat,
         .secs_since_valid_hangup = (uint16_t) (self->cfg->heartbeat * 2 + 1),
     };
+    /* lws on a libev loop of ours (epoll): its default poll() walks every socket
+       on every wake-up, which at 10,000 idle connections cost more than the work.
+       NOSIGMASK: main owns the signals (sigwait); libev must not touch the mask. */
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+    void *loops[1] = {loop};
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = (int) self->cfg->port;
     info.iface = strcmp(self->cfg->host, "0.0.0.0") == 0 ? NULL : self->cfg->host;
     info.protocols = s_protocols;
     info.user = self;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6 | LWS_SERVER_OPTION_LIBEV;
+    info.foreign_loops = loops;
     info.retry_and_idle_policy = &retry;
     /* lws closes a connection whose request headers or WebSocket handshake
        are not in within this; request bodies get our own deadline. */
@@ -300,8 +321,10 @@ s_main(void *arg)
         !self->cfg->tap[0] || (self->tap = pl_tap_new(self->cfg->tap, (int) self->cfg->tap_hwm, taperr, sizeof taperr));
     if (!tap_ok)
         pl_log_error("tap", "error=\"%s\"", taperr);
-    struct lws_context *ctx = self->box && self->out && tap_ok ? lws_create_context(&info) : NULL;
+    struct lws_context *ctx = self->box && self->out && tap_ok && loop ? lws_create_context(&info) : NULL;
     if (!ctx) {
+        if (loop)
+            ev_loop_destroy(loop);
         if (tap_ok)
             pl_log_error("listen", "host=%s port=%ld error=cannot_listen", self->cfg->host, self->cfg->port);
         pl_tap_destroy(&self->tap);
@@ -319,6 +342,10 @@ s_main(void *arg)
         pl_log_info("tap", "endpoint=%s hwm=%ld", self->cfg->tap, self->cfg->tap_hwm);
         lws_sul_schedule(ctx, 0, &self->tap_sul, s_tap_tick, PL_TAP_SERVICE_MS * LWS_US_PER_MS);
     }
+    ev_timer tick;
+    ev_timer_init(&tick, s_sul_tick, S_SUL_TICK_S, S_SUL_TICK_S);
+    tick.data = ctx;
+    ev_timer_start(loop, &tick);
     s_start_done(self, 0);
 
     lws_sorted_usec_list_t sul;
@@ -335,8 +362,7 @@ s_main(void *arg)
             if (self->stats.conns_current == 0 || pl_now_ms() >= deadline)
                 break;
         }
-        if (lws_service(ctx, 0) < 0)
-            break;
+        ev_run(loop, EVRUN_ONCE); /* lws's watchers, and the doorbell's pipe among them */
     }
     pthread_mutex_lock(&self->ring_lock);
     self->ctx = NULL;
@@ -344,7 +370,9 @@ s_main(void *arg)
     lws_sul_cancel(&sul);
     lws_sul_cancel(&self->tap_sul);
     pl_edge_drain_end(self);
+    ev_timer_stop(loop, &tick);
     lws_context_destroy(ctx);
+    ev_loop_destroy(loop);
     pl_tap_destroy(&self->tap);
     pl_mailbox_destroy(&self->box);
     pl_outbox_destroy(&self->out);
@@ -374,7 +402,8 @@ pl_edge_new(const pl_config_t *cfg, pl_runtime_t *rt)
     self->index = pl_map_new(s_members_free);
     self->http = pl_map_new(NULL);
     self->peers = pl_map_new(NULL);
-    if (!self->conns || !self->index || !self->http || !self->peers) {
+    self->batch = malloc(LWS_PRE + PL_EDGE_BATCH);
+    if (!self->conns || !self->index || !self->http || !self->peers || !self->batch) {
         pl_edge_destroy(&self);
         return NULL;
     }
@@ -435,6 +464,7 @@ pl_edge_destroy(pl_edge_t **self_p)
     pl_map_destroy(&self->index);
     pl_map_destroy(&self->http);
     pl_map_destroy(&self->peers);
+    free(self->batch);
     pthread_mutex_destroy(&self->ring_lock);
     pthread_mutex_destroy(&self->start_lock);
     pthread_cond_destroy(&self->start_cond);

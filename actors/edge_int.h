@@ -25,13 +25,13 @@
    not take, so a queued frame is never partly written. */
 typedef struct {
     int refs;
-    bool merged;     /* coalesced chunks: `chunk` holds them, no JSON yet */
-    size_t len;      /* bytes of JSON in buf (merged: bytes of text) */
-    size_t size;     /* bytes this frame holds: charged to each queue it is on */
+    bool merged;                 /* coalesced chunks: `chunk` holds them, no JSON yet */
+    size_t len;                  /* bytes of JSON in buf (merged: bytes of text) */
+    size_t size;                 /* bytes this frame holds: charged to each queue it is on */
     char session[PL_ID_MAX + 1]; /* a session event's session; "" otherwise */
-    pl_env_t *chunk; /* merged: the newest chunk's envelope, with all the text */
-    size_t textcap;  /* merged: bytes allocated for chunk->text */
-    unsigned char buf[]; /* shared: LWS_PRE headroom, then len bytes of JSON */
+    pl_env_t *chunk;             /* merged: the newest chunk's envelope, with all the text */
+    size_t textcap;              /* merged: bytes allocated for chunk->text */
+    unsigned char buf[];         /* shared: LWS_PRE headroom, then len bytes of JSON */
 } pl_edge_frame_t;
 
 typedef struct pss {
@@ -39,17 +39,17 @@ typedef struct pss {
     bool is_ws;
     /* WebSocket */
     uint64_t conn;
-    char peer[48];         /* counted against --max-per-address while open */
-    pl_edge_frame_t **q;   /* ring; grows by doubling up to cfg->out_queue */
+    char peer[48];       /* counted against --max-per-address while open */
+    pl_edge_frame_t **q; /* ring; grows by doubling up to cfg->out_queue */
     size_t qcap, qhead, qlen;
-    size_t qbytes;         /* sum of the queued frames' `size` */
-    bool choked;           /* the socket refused more since the last WRITEABLE */
+    size_t qbytes; /* sum of the queued frames' `size` */
+    bool choked;   /* the socket refused more since the last WRITEABLE */
     char *rx;
     size_t rxlen, rxtotal;
     bool rx_binary;
-    bool discarding; /* over the hard limit: reading to the end, then 1009 */
-    int close_code; /* nonzero: close with it at the next writeable */
-    int peer_close; /* the close code the client sent, for the tap */
+    bool discarding;                 /* over the hard limit: reading to the end, then 1009 */
+    int close_code;                  /* nonzero: close with it at the next writeable */
+    int peer_close;                  /* the close code the client sent, for the tap */
     char (*sessions)[PL_ID_MAX + 1]; /* grows: the conn actor enforces the cap */
     size_t nsessions, capsessions;
     /* HTTP */
@@ -59,10 +59,10 @@ typedef struct pss {
     char *body;
     size_t bodylen;
     bool body_too_big;
-    bool body_pending;  /* headers in, body still arriving: the deadline runs */
-    bool close_after;   /* close the connection once the response is written */
-    int waiting; /* replies still expected from actors */
-    pl_env_t acc; /* gathered replies */
+    bool body_pending; /* headers in, body still arriving: the deadline runs */
+    bool close_after;  /* close the connection once the response is written */
+    int waiting;       /* replies still expected from actors */
+    pl_env_t acc;      /* gathered replies */
     int status;
     const char *allow;
     const char *ctype;
@@ -70,6 +70,9 @@ typedef struct pss {
     size_t resplen;
     bool responding;
 } pss_t;
+
+/* Bytes of frames written in one lws_write() (edge_queue.c). */
+#define PL_EDGE_BATCH (64 * 1024)
 
 struct pl_edge {
     const pl_config_t *cfg;
@@ -94,6 +97,7 @@ struct pl_edge {
     bool start_done;
     double started_at;
     pl_dialect_limits_t lim;
+    unsigned char *batch;  /* LWS_PRE + PL_EDGE_BATCH: frames written in one go */
     pl_edge_stats_t stats; /* stats.conns_limit: the cap in force (edge_limits.c) */
     /* graceful stop (edge_drain.c) */
     bool draining, drain_interrupted;
@@ -113,8 +117,8 @@ void pl_edge_drain_end(pl_edge_t *self);
 void pl_edge_index_remove(pl_edge_t *self, pss_t *pss, const char *session);
 
 /* edge_ws.c: the WebSocket callbacks */
-int pl_edge_ws_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, pss_t *pss,
-                        void *in, size_t len);
+int pl_edge_ws_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, pss_t *pss, void *in,
+                        size_t len);
 void pl_edge_to_conn_actor(pl_edge_t *self, const pl_env_t *env);
 /* Counts the error's code and queues it on the connection. */
 void pl_edge_send_error(pl_edge_t *self, pss_t *pss, const pl_env_t *err);
@@ -156,8 +160,8 @@ void pl_edge_peer_remove(pl_edge_t *self, pss_t *pss);
 void pl_edge_body_deadline(pl_edge_t *self, struct lws *wsi, pss_t *pss, bool running);
 
 /* edge_http.c */
-int pl_edge_http_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, pss_t *pss,
-                          void *in, size_t len);
+int pl_edge_http_callback(pl_edge_t *self, struct lws *wsi, enum lws_callback_reasons reason, pss_t *pss, void *in,
+                          size_t len);
 void pl_edge_http_reply(pl_edge_t *self, pl_env_t *env);
 void pl_edge_stats_now(pl_edge_t *self);
 

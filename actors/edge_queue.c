@@ -24,6 +24,16 @@
     take, so a frame in the queue is never partly written: the one lws holds
     is outside the queue and not ours to change.
 
+    Writing: one WRITEABLE callback sends what is queued, up to S_WRITE_BURST
+    frames and PL_EDGE_BATCH bytes, in ONE lws_write() — the frames put back to back
+    in the edge's batch buffer, each behind its RFC 6455 header, written with
+    LWS_WRITE_RAW. lws has no call that writes several frames at once, and a
+    send() per frame was most of the server's CPU in fan-out (perf, see
+    docs/benchmarks.md): the kernel's loopback path costs per call, not per
+    byte. Server frames are unmasked and we negotiate no extension, so the
+    header is all there is to a frame; lws still buffers what the socket does
+    not take, and sends its own control frames between our writes.
+
     Edge thread only. */
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +42,8 @@
 #include "../transport/pl_log.h"
 #include "edge_int.h"
 
-/* Frames written per writeable callback while the socket takes them. */
-#define S_WRITE_BURST 16
+/* Frames and bytes written per writeable callback, in one lws_write(). */
+#define S_WRITE_BURST 64
 /* First ring size: most connections never queue more. */
 #define S_RING_MIN 16
 /* Queued frames looked at, newest first, for a chunk to merge into: past
@@ -337,26 +347,54 @@ pl_edge_send_to(pl_edge_t *self, pss_t *pss, const pl_env_t *env)
     }
 }
 
-static int
-s_write_frame(pl_edge_t *self, struct lws *wsi, const pss_t *pss, pl_edge_frame_t *f)
+/* The frame's JSON, rendered now if it is a merged chunk (into *tmp, which
+   the caller frees); NULL when out of memory. */
+static const unsigned char *
+s_frame_json(pl_edge_frame_t *f, size_t *len, char **tmp)
 {
-    unsigned char *buf = f->buf, *merged = NULL;
-    size_t len = f->len;
-    if (f->merged) {
-        char *json = pl_session_render(f->chunk, &len);
-        merged = json ? malloc(LWS_PRE + len) : NULL;
-        if (!merged) {
-            free(json);
-            return -1; /* the client would miss text: close; it may resume */
-        }
-        memcpy(merged + LWS_PRE, json, len);
-        free(json);
-        buf = merged;
+    *tmp = NULL;
+    if (!f->merged) {
+        *len = f->len;
+        return f->buf + LWS_PRE;
     }
+    *tmp = pl_session_render(f->chunk, len);
+    return (const unsigned char *) *tmp;
+}
+
+/* RFC 6455 5.2: FIN + text opcode, then the length; unmasked (server to
+   client). Returns the header's size. */
+static size_t
+s_ws_header(unsigned char *h, size_t len)
+{
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char) len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char) (len >> 8);
+        h[3] = (unsigned char) len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++)
+        h[2 + i] = (unsigned char) ((uint64_t) len >> (56 - 8 * i));
+    return 10;
+}
+
+/* One frame that does not fit the batch: lws frames and writes it. */
+static int
+s_write_alone(pl_edge_t *self, struct lws *wsi, const pss_t *pss, const unsigned char *json, size_t len)
+{
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (!buf)
+        return -1;
+    memcpy(buf + LWS_PRE, json, len);
     int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
     if (n >= 0 && self->tap)
-        pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, buf + LWS_PRE, len);
-    free(merged);
+        pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, json, len);
+    free(buf);
     return n < 0 ? -1 : 0;
 }
 
@@ -368,18 +406,42 @@ pl_edge_queue_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
         return -1;
     }
     pss->choked = false;
+    unsigned char *batch = self->batch + LWS_PRE;
+    size_t used = 0;
     for (int i = 0; i < S_WRITE_BURST && pss->qlen > 0; i++) {
-        if (i > 0 && lws_send_pipe_choked(wsi)) {
-            pss->choked = true;
+        pl_edge_frame_t *f = pss->q[pss->qhead];
+        size_t len = 0;
+        char *tmp = NULL;
+        const unsigned char *json = s_frame_json(f, &len, &tmp);
+        if (!json)
+            return -1; /* the client would miss text: close; it may resume */
+        if (used && used + 10 + len > PL_EDGE_BATCH) {
+            free(tmp); /* rendered again next time: merged frames are rare */
             break;
         }
-        pl_edge_frame_t *f = s_pop(self, pss);
-        int rc = s_write_frame(self, wsi, pss, f);
+        f = s_pop(self, pss);
+        int rc = 0;
+        if (10 + len > PL_EDGE_BATCH) {
+            rc = s_write_alone(self, wsi, pss, json, len);
+        } else {
+            used += s_ws_header(batch + used, len);
+            memcpy(batch + used, json, len);
+            used += len;
+            if (self->tap)
+                pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, json, len);
+        }
+        free(tmp);
         pl_edge_frame_unref(f);
         if (rc < 0)
             return -1;
         self->stats.frames_out++;
+        if (!used)
+            break; /* a frame written alone: lws may hold some of it */
     }
+    if (used && lws_write(wsi, batch, used, LWS_WRITE_RAW) < 0)
+        return -1;
+    if (lws_partial_buffered(wsi))
+        pss->choked = true; /* the socket did not take it all: lws holds the rest */
     if (pss->qlen > 0 || pss->close_code)
         lws_callback_on_writable(wsi);
     return 0;
