@@ -42,8 +42,9 @@ typedef struct pss {
     char peer[48];       /* counted against --max-per-address while open */
     pl_edge_frame_t **q; /* ring; grows by doubling up to cfg->out_queue */
     size_t qcap, qhead, qlen;
-    size_t qbytes; /* sum of the queued frames' `size` */
-    bool choked;   /* the socket refused more since the last WRITEABLE */
+    size_t qbytes;    /* sum of the queued frames' `size` */
+    bool choked;      /* the socket refused more since the last WRITEABLE */
+    bool choke_known; /* `choked` was looked up since the last WRITEABLE */
     char *rx;
     size_t rxlen, rxtotal;
     bool rx_binary;

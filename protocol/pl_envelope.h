@@ -134,7 +134,8 @@ int pl_env_copy(pl_env_t *dst, const pl_env_t *src);
 int pl_env_encode(const pl_env_t *env, char **out, size_t *len);
 /* Decodes `len` bytes into `env` (uninitialised). Refuses unknown types,
    unknown fields, wrong kinds, duplicates, missing required fields, oversize
-   lists and trailing bytes. 0 or -PL_E_BAD_FRAME; on failure env is empty. */
+   lists and trailing bytes. 0, -PL_E_BAD_FRAME, or -PL_E_NOMEM; on failure
+   env is empty. Thread-safe: each thread decodes in a msgpack zone of its own. */
 int pl_env_decode(const char *buf, size_t len, pl_env_t *env);
 
 /* Checks, before msgpack-c sees them, the bytes of the msgpack object at

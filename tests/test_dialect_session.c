@@ -338,8 +338,7 @@ static const err_case_t s_err[] = {
     {"read with null message_id", J("{\"type\":\"read\",\"message_id\":null,\"id\":0}"), PL_E_MISSING_FIELD, "0"},
     /* BAD_FRAME: a \u0000 escape would silently cut the string short */
     {"\\u0000 in a message", J("{\"type\":\"chat\",\"message\":\"a\\u0000b\"}"), PL_E_BAD_FRAME},
-    {"\\u0000 in a session id", J("{\"type\":\"join_session\",\"session_id\":\"abc\\u0000def\"}"),
-     PL_E_BAD_FRAME},
+    {"\\u0000 in a session id", J("{\"type\":\"join_session\",\"session_id\":\"abc\\u0000def\"}"), PL_E_BAD_FRAME},
     /* BAD_FRAME: wrong types */
     {"message 5", J("{\"type\":\"chat\",\"message\":5,\"id\":\"abc\"}"), PL_E_BAD_FRAME, "\"abc\""},
     {"message array", J("{\"type\":\"chat\",\"message\":[\"hi\"]}"), PL_E_BAD_FRAME},
@@ -750,6 +749,27 @@ b_chunk(pl_env_t *e)
     pl_env_set_i64(e, PL_F_NUMBER, 1);
     pl_env_set_bool(e, PL_F_FLAG, false);
 }
+/* Chunks render without cJSON (pl_dialect_session.c): the escapes and the
+   numbers must come out as the cJSON path writes them. */
+static void
+b_chunk_escapes(pl_env_t *e)
+{
+    b_chunk(e);
+    pl_env_set_str(e, PL_F_TEXT, "q\" b\\ \b\f\n\r\t \x01\x1f\x7f / caf\xc3\xa9 \xe2\x82\xac");
+    pl_env_set_i64(e, PL_F_NUMBER, 2147483648LL);
+}
+static void
+b_chunk_big_seq(pl_env_t *e) /* past 10^15 cJSON writes %g: the cJSON path */
+{
+    b_chunk(e);
+    pl_env_set_i64(e, PL_F_SEQ, 1000000000000000LL);
+}
+static void
+b_chunk_empty(pl_env_t *e)
+{
+    b_chunk(e);
+    pl_env_set_str(e, PL_F_TEXT, "");
+}
 static void
 b_chunk_final(pl_env_t *e)
 {
@@ -859,6 +879,14 @@ static const render_case_t s_render[] = {
      "{\"type\":\"response_start\",\"total_length\":null,\"response_id\":\"r77\",\"model\":\"echo\"" EV "}"},
     {"chunk", PL_MSG_EV_CHUNK, b_chunk,
      "{\"type\":\"chunk\",\"text\":\"Echo \",\"chunk_number\":1,\"is_final\":false,\"response_id\":\"r77\"" EV "}"},
+    {"chunk, escapes", PL_MSG_EV_CHUNK, b_chunk_escapes,
+     "{\"type\":\"chunk\",\"text\":\"q\\\" b\\\\ \\b\\f\\n\\r\\t \\u0001\\u001f\x7f / caf\xc3\xa9 \xe2\x82\xac\","
+     "\"chunk_number\":2147483648,\"is_final\":false,\"response_id\":\"r77\"" EV "}"},
+    {"chunk, seq past 10^15", PL_MSG_EV_CHUNK, b_chunk_big_seq,
+     "{\"type\":\"chunk\",\"text\":\"Echo \",\"chunk_number\":1,\"is_final\":false,\"response_id\":\"r77\","
+     "\"session_id\":\"s4b\",\"seq\":1e+15}"},
+    {"chunk, empty text", PL_MSG_EV_CHUNK, b_chunk_empty,
+     "{\"type\":\"chunk\",\"text\":\"\",\"chunk_number\":1,\"is_final\":false,\"response_id\":\"r77\"" EV "}"},
     {"chunk, final", PL_MSG_EV_CHUNK, b_chunk_final,
      "{\"type\":\"chunk\",\"text\":\"Echo \",\"chunk_number\":8,\"is_final\":true,\"response_id\":\"r77\"" EV "}"},
     {"response_complete", PL_MSG_EV_RESPONSE_DONE, b_done,
@@ -1172,11 +1200,16 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_literal_backslash_u0000),
-        cmocka_unit_test(test_parse_valid),       cmocka_unit_test(test_parse_errors),
-        cmocka_unit_test(test_parse_generated),   cmocka_unit_test(test_parse_any_bytes),
-        cmocka_unit_test(test_parse_as),          cmocka_unit_test(test_render_table),
-        cmocka_unit_test(test_render_only_shown), cmocka_unit_test(test_render_finish_reasons),
-        cmocka_unit_test(test_render_id_echo),    cmocka_unit_test(test_render_strings),
+        cmocka_unit_test(test_parse_valid),
+        cmocka_unit_test(test_parse_errors),
+        cmocka_unit_test(test_parse_generated),
+        cmocka_unit_test(test_parse_any_bytes),
+        cmocka_unit_test(test_parse_as),
+        cmocka_unit_test(test_render_table),
+        cmocka_unit_test(test_render_only_shown),
+        cmocka_unit_test(test_render_finish_reasons),
+        cmocka_unit_test(test_render_id_echo),
+        cmocka_unit_test(test_render_strings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
