@@ -179,6 +179,7 @@ s_dispatch(pl_edge_t *self, pl_env_t *env)
 static void
 s_drain(pl_edge_t *self)
 {
+    atomic_store(&self->rung, false); /* before the first receive: see s_ring */
     for (;;) {
         pl_env_t env;
         int rc = pl_mailbox_recv(self->box, &env);
@@ -379,11 +380,16 @@ s_main(void *arg)
     return NULL;
 }
 
-/* The doorbell: called from worker threads after they sent to the edge. */
+/* The doorbell: called from worker threads after they sent to the edge. A
+   ring while one is pending is skipped: the edge clears `rung` before it
+   drains, so whatever was sent before a skipped ring is drained after it.
+   Under load that spares most of the write() and wake-ups. */
 static void
 s_ring(void *arg)
 {
     pl_edge_t *self = arg;
+    if (atomic_exchange(&self->rung, true))
+        return;
     pthread_mutex_lock(&self->ring_lock);
     if (self->ctx)
         lws_cancel_service(self->ctx);

@@ -9,6 +9,7 @@
 
 #include <libwebsockets.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "../protocol/pl_dialect.h"
@@ -81,6 +82,7 @@ struct pl_edge {
     pthread_t thread;
     bool started;
     pthread_mutex_t ring_lock;
+    atomic_bool rung;        /* the doorbell rang and the edge has not drained since */
     struct lws_context *ctx; /* published under ring_lock for the doorbell */
     pl_mailbox_t *box;
     pl_outbox_t *out;
