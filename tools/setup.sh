@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libwebsockets-dev libzmq3-dev libmsgpack-dev libcjson-dev
+  libwebsockets-dev libev-dev libzmq3-dev libmsgpack-dev libcjson-dev
   libcurl4-openssl-dev libsqlite3-dev libcmocka-dev
   python3 python3-pytest python3-websockets
   clang libclang-rt-14-dev
