@@ -39,6 +39,9 @@
 #define S_PROGRESS_US 250000
 #define S_PING_WAIT_US 10000000
 #define S_CLOSE_WAIT_US 5000000
+/* Descriptors besides the connections: stdio, the pipes, lws's own. */
+#define S_FD_SPARE 256
+#define S_CLOSE_EACH_US 200
 /* A message arriving in pieces larger than this is an error (parleyd's
    frames are far smaller). */
 #define S_RX_MAX (8u << 20)
@@ -150,6 +153,12 @@ s_failed(pb_conn_t *k, const char *why, unsigned status)
     s_settle(w);
 }
 
+/* No lws validity timer per connection: lws keeps its timers in one
+   sorted list, and re-arming one per connection on every frame received
+   walks that list (quadratic at thousands of connections). The server's
+   own heartbeat pings are answered by lws regardless. */
+static const lws_retry_bo_t s_no_validity = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
+
 static void
 s_source(uint32_t gidx, long per_address, char *buf, size_t size)
 {
@@ -173,6 +182,7 @@ s_open(pb_worker_t *w, pb_conn_t *k)
     i.ietf_version_or_minus_one = -1;
     i.userdata = k;
     i.pwsi = &k->wsi;
+    i.retry_and_idle_policy = &s_no_validity;
     if (o->spread) {
         s_source(k->gidx, o->per_address, iface, sizeof iface);
         i.iface = iface; /* lws binds the socket to it before connect() */
@@ -356,6 +366,21 @@ s_writeable(pb_conn_t *k, struct lws *wsi)
     return 0;
 }
 
+/* Closes the open connections, at most S_INFLIGHT at once: each close
+   arms an lws timeout (waiting for the server's close frame), and lws
+   keeps its timeouts in one sorted list that every insertion walks. */
+static void
+s_close_pump(pb_worker_t *w)
+{
+    while (!w->tearing_down && w->closing < S_INFLIGHT && w->close_next < w->nconns) {
+        pb_conn_t *k = &w->conns[w->close_next++];
+        if (k->state != PB_C_OPEN)
+            continue;
+        w->closing++;
+        pb_worker_send(k, PB_TX_CLOSE);
+    }
+}
+
 static void
 s_closed(pb_conn_t *k)
 {
@@ -374,6 +399,10 @@ s_closed(pb_conn_t *k)
     }
     k->state = PB_C_CLOSED;
     w->live--;
+    if (k->tx & PB_TX_CLOSE) {
+        w->closing--;
+        s_close_pump(w);
+    }
     if (k->pinged && !k->ponged && w->ping_waiting) {
         k->ponged = true; /* no longer waited for; the drop is counted below */
         w->ping_waiting--;
@@ -505,15 +534,14 @@ s_start_phase(pb_worker_t *w, const pb_cmd_t *cmd)
         }
         break;
     case PB_PH_CLOSE:
-        w->t_deadline = now + S_CLOSE_WAIT_US;
+        w->t_deadline = now + S_CLOSE_WAIT_US + (int64_t) w->nconns * S_CLOSE_EACH_US;
         w->next_connect = w->nconns; /* nothing more opens */
         for (size_t i = 0; i < w->nconns; i++) {
             pb_conn_t *k = &w->conns[i];
-            if (k->state == PB_C_OPEN)
-                pb_worker_send(k, PB_TX_CLOSE);
-            else if (k->wsi && (k->state == PB_C_CONNECTING || k->state == PB_C_HELLO))
+            if (k->wsi && (k->state == PB_C_CONNECTING || k->state == PB_C_HELLO))
                 lws_set_timeout(k->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         }
+        s_close_pump(w);
         break;
     default:
         break;
@@ -584,9 +612,12 @@ int
 pb_worker_main(const pb_opts_t *o, const pb_slice_t *sl, int cmd_fd, int rep_fd)
 {
     signal(SIGPIPE, SIG_IGN);
+    /* Descriptors: as many as the slice needs. lws sizes its fd table by
+       this limit, and scans all of it once per new connection. */
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rlim_t want = (rlim_t) sl->nconns + S_FD_SPARE;
+        rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     pb_worker_t *w = calloc(1, sizeof *w);

@@ -87,8 +87,9 @@ typedef struct pb_worker {
     size_t nsess;
     /* opening */
     size_t next_connect, connecting, settled, sessions_settled, open_now;
-    size_t live;         /* connections with a wsi: connecting, open or closing */
-    size_t ping_waiting; /* pinged, no pong yet, still open */
+    size_t live;                /* connections with a wsi: connecting, open or closing */
+    size_t ping_waiting;        /* pinged, no pong yet, still open */
+    size_t close_next, closing; /* CLOSE: the next to close; closes in flight */
     int64_t connect_t0;
     lws_sorted_usec_list_t connect_sul;
     bool pumping, again;
