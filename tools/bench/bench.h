@@ -160,6 +160,8 @@ typedef struct {
     uint64_t frames_window;      /* received during the measured window */
     uint64_t chunks_window;      /* chunks received during the window (merged ones count each) */
     uint64_t received, expected; /* frames of measured turns */
+    uint64_t chunks_received;    /* chunks of measured turns (a merged frame counts for each) */
+    uint64_t chunks_expected;    /* their response_completes' total_chunks, every member */
     uint64_t lost, coalesced;
     uint64_t turns_sent, turns_completed, turns_behind, turns_refused; /* measured turns */
     uint64_t early;           /* stream: chunks more than 1 ms before their ideal time */

@@ -70,6 +70,8 @@ pb_counts_merge(pb_counts_t *a, const pb_counts_t *b)
     S_SUM(chunks_window);
     S_SUM(received);
     S_SUM(expected);
+    S_SUM(chunks_received);
+    S_SUM(chunks_expected);
     S_SUM(lost);
     S_SUM(coalesced);
     S_SUM(turns_sent);
@@ -190,6 +192,9 @@ pb_result_ok(const pb_result_t *r, char *why, size_t size)
     if (s_turned(r->o) && c->received + c->coalesced != c->expected)
         s_add(why, size, "received %llu frames (+%llu coalesced) of measured turns, expected %llu",
               (unsigned long long) c->received, (unsigned long long) c->coalesced, (unsigned long long) c->expected);
+    if (s_turned(r->o) && c->chunks_received != c->chunks_expected)
+        s_add(why, size, "received %llu chunks of measured turns, expected %llu",
+              (unsigned long long) c->chunks_received, (unsigned long long) c->chunks_expected);
     if (s_turned(r->o) && c->turns_completed + c->turns_refused < c->turns_sent)
         s_add(why, size, "%llu measured turns did not complete",
               (unsigned long long) (c->turns_sent - c->turns_completed - c->turns_refused));
@@ -294,6 +299,8 @@ pb_report_human(const pb_result_t *r, FILE *out)
         fprintf(out, "%-12s %llu sent; of measured turns %llu received, %llu expected, %llu lost, %llu coalesced\n",
                 "frames:", (unsigned long long) c->frames_sent, (unsigned long long) c->received,
                 (unsigned long long) c->expected, (unsigned long long) c->lost, (unsigned long long) c->coalesced);
+        fprintf(out, "%-12s of measured turns %llu received, %llu expected\n",
+                "chunks:", (unsigned long long) c->chunks_received, (unsigned long long) c->chunks_expected);
         double d = s_duration(r);
         fprintf(out, "%-12s %.0f frames/s, %.0f chunks/s (received in the %.1f s window)\n",
                 "rates:", d > 0 ? (double) c->frames_window / d : 0, d > 0 ? (double) c->chunks_window / d : 0, d);
@@ -369,6 +376,8 @@ pb_report_json(const pb_result_t *r, FILE *out)
         cJSON_AddNumberToObject(k, "lost", (double) c->lost);
         cJSON_AddNumberToObject(k, "coalesced", (double) c->coalesced);
         cJSON_AddNumberToObject(k, "in_window", (double) c->frames_window);
+        cJSON_AddNumberToObject(k, "chunks_received", (double) c->chunks_received);
+        cJSON_AddNumberToObject(k, "chunks_expected", (double) c->chunks_expected);
         k = cJSON_AddObjectToObject(j, "turns");
         cJSON_AddNumberToObject(k, "sessions_ready", (double) c->sessions_ready);
         cJSON_AddNumberToObject(k, "sent", (double) c->turns_sent);

@@ -300,6 +300,7 @@ s_account(pb_sess_t *s, const pb_turn_t *t, bool finished)
         return;
     int64_t tc = t->total_chunks < 0 ? 0 : t->total_chunks;
     w->c.expected += (uint64_t) s->members * (uint64_t) (4 + tc) + 1;
+    w->c.chunks_expected += (uint64_t) s->members * (uint64_t) tc;
     if (finished)
         w->c.turns_completed++;
 }
@@ -381,6 +382,7 @@ s_chunk(pb_conn_t *k, const pb_frame_t *f, int64_t gap, int64_t now)
     }
     if (t->measured) {
         w->c.received++;
+        w->c.chunks_received += (uint64_t) d;
         pb_hist_add(&w->lat, lat);
         if (k->cur_first)
             pb_hist_add(&w->ttfc, now - t->sent_us);
