@@ -5,7 +5,8 @@
     report.c   /proc readings, merging the workers' results, the summary
     hist.c     the latency histogram (log-linear, mergeable)
     scan.c     the bounded scanner that reads a server frame's few fields
-    worker.c   one worker process: its lws context, connections, phases
+    worker.c   one worker process: its loop, lws context and phases
+    conn.c     one connection: opening, frames in and out, closing
     turns.c    the fanout and stream scenarios: sessions, turns, accounting
 
     Processes: the parent parses the options and forks --procs workers. A

@@ -162,7 +162,7 @@ s_progress(s_run_t *r, int64_t now, bool last)
         snprintf(p99, sizeof p99, "%.2f ms", (double) pb_hist_quantile(&lat, 0.99) / 1000.0);
     fprintf(stderr, "%s%-8s %-10s %6.1f s  open %llu/%llu  %.0f frames/s  p99 %s%s", r->tty ? "\r" : "",
             pb_scenario_name(r->o->scenario), r->doing, (double) (now - r->t0) / 1e6, (unsigned long long) c.open_now,
-            (unsigned long long) c.planned, fps, p99, r->tty ? "\033[K" : "\n");
+            (unsigned long long) pb_opts_connections(r->o), fps, p99, r->tty ? "\033[K" : "\n");
     if (last && r->tty)
         fputc('\n', stderr);
     fflush(stderr);
@@ -301,11 +301,13 @@ s_phases(s_run_t *r, pb_result_t *res)
     r->doing = "connecting";
     if ((rc = s_wait(r, PB_PH_OPEN, 0)) != 0)
         return rc;
-    if (o->scenario == PB_CONNECT) {
+    pb_counts_t c;
+    s_merge(r, &c, NULL);
+    if (o->scenario == PB_CONNECT && c.opened) {
         r->doing = "holding";
         if ((rc = s_wait(r, 0, pb_now_us() + (int64_t) (o->hold * 1e6))) != 0)
             return rc;
-    } else {
+    } else if (o->scenario != PB_CONNECT) {
         int64_t t_start = pb_now_us() + S_RUN_LEAD_US;
         res->window_s = o->duration;
         r->doing = "running";

@@ -113,9 +113,19 @@ typedef struct pb_worker {
 } pb_worker_t;
 
 /* worker.c */
-void pb_worker_send(pb_conn_t *k, unsigned tx);
+/* Checks whether the worker's phase is done (deadlines included). */
 void pb_worker_check(pb_worker_t *w);
+/* Reports a reason the whole run must stop; the worker ends. */
 void pb_worker_fatal(pb_worker_t *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* conn.c */
+/* Queues frames (PB_TX_*; 0: a chat was queued) for the next WRITEABLE. */
+void pb_worker_send(pb_conn_t *k, unsigned tx);
+/* Opens the connections that are due. */
+void pb_conn_pump(pb_worker_t *w);
+/* Closes open connections, a bounded number at once. */
+void pb_conn_close_pump(pb_worker_t *w);
+int pb_conn_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 
 /* turns.c */
 int pb_turns_init(pb_worker_t *w);
