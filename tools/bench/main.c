@@ -37,6 +37,7 @@ typedef struct {
     s_child_t *ch;
     long n;
     int64_t t0, deadline;
+    int64_t run_at;     /* when RUN starts; 0 before */
     int phase;          /* what the parent waits for */
     const char *doing;  /* for the progress line */
     int64_t next_print; /* µs */
@@ -157,11 +158,16 @@ s_progress(s_run_t *r, int64_t now, bool last)
     double fps = r->last_print_at && dt > 0 ? (double) (c.frames_total - r->last_frames) / dt : 0;
     r->last_frames = c.frames_total;
     r->last_print_at = now;
+    const char *doing = r->doing;
+    if (r->run_at && strcmp(doing, "running") == 0) {
+        int64_t measure = r->run_at + (int64_t) (r->o->warmup * 1e6);
+        doing = now < measure ? "warmup" : now < measure + (int64_t) (r->o->duration * 1e6) ? "measuring" : "draining";
+    }
     char p99[32] = "-";
     if (lat.count)
         snprintf(p99, sizeof p99, "%.2f ms", (double) pb_hist_quantile(&lat, 0.99) / 1000.0);
     fprintf(stderr, "%s%-8s %-10s %6.1f s  open %llu/%llu  %.0f frames/s  p99 %s%s", r->tty ? "\r" : "",
-            pb_scenario_name(r->o->scenario), r->doing, (double) (now - r->t0) / 1e6, (unsigned long long) c.open_now,
+            pb_scenario_name(r->o->scenario), doing, (double) (now - r->t0) / 1e6, (unsigned long long) c.open_now,
             (unsigned long long) pb_opts_connections(r->o), fps, p99, r->tty ? "\033[K" : "\n");
     if (last && r->tty)
         fputc('\n', stderr);
@@ -309,6 +315,7 @@ s_phases(s_run_t *r, pb_result_t *res)
             return rc;
     } else if (o->scenario != PB_CONNECT) {
         int64_t t_start = pb_now_us() + S_RUN_LEAD_US;
+        r->run_at = t_start;
         res->window_s = o->duration;
         r->doing = "running";
         s_command(r, PB_PH_RUN, t_start);
