@@ -4,7 +4,8 @@
     are exact. Above, each power of two [2^e, 2^(e+1)) is cut into
     PB_HIST_SUB equal buckets of width 2^(e-7): a bucket's middle is within
     1/256 of any value in it (well under 1 %). Up to 2^26 µs (67 s); larger
-    values are counted in the last bucket, and the max is kept exactly.
+    values are counted in the last bucket, which reports the max (kept
+    exactly).
 
     Histograms merge by adding counts, so each worker keeps its own and the
     parent adds them up: quantiles of the merge are those of all values. */
@@ -77,6 +78,8 @@ pb_hist_quantile(const pb_hist_t *h, double q)
     for (size_t i = 0; i < PB_HIST_BUCKETS; i++) {
         seen += h->n[i];
         if (seen >= rank) {
+            if (i == PB_HIST_BUCKETS - 1) /* the overflow bucket: only the max is known */
+                return h->max;
             int64_t v = s_value(i);
             return v > h->max ? h->max : v;
         }
