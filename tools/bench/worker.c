@@ -32,11 +32,14 @@
 #include "worker_int.h"
 
 #define S_PROGRESS_US 250000
+/* How long the final pings may take to come back. */
 #define S_PING_WAIT_US 10000000
+/* How long the closes may take: this, plus S_CLOSE_EACH_US per connection
+   (they go a bounded number at a time). */
 #define S_CLOSE_WAIT_US 5000000
+#define S_CLOSE_EACH_US 200
 /* Descriptors besides the connections: stdio, the pipes, lws's own. */
 #define S_FD_SPARE 256
-#define S_CLOSE_EACH_US 200
 /* Seconds lws gives a connect and a handshake. */
 #define S_CONNECT_TIMEOUT_S 30
 
