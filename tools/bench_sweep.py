@@ -34,11 +34,15 @@ STREAM_ARGS = ["--echo-delay-ms", "20"]
 FANOUT_ARGS = ["--echo-delay-ms", "0", "--db-sync", "normal"]
 
 
-def run_point(args, server_args, bench_args, tmp):
+def run_point(args, server_args, bench_args, tmp, tries=3):
+    """One server, one bench run. A server that exits at start is retried on another port:
+    after a point's 10,000 client sockets, the port free_port() found can be taken again."""
     port = free_port()
     cmd = [args.parleyd, "--port", str(port), "--db", f"{tmp}/db-{port}.db", "--log-level", "warn",
            *server_args]
-    srv = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
+    errpath = f"{tmp}/parleyd-{port}.stderr"
+    with open(errpath, "w") as err:
+        srv = subprocess.Popen(cmd, stderr=err)
     try:
         for _ in range(100):
             try:
@@ -46,11 +50,20 @@ def run_point(args, server_args, bench_args, tmp):
                 break
             except OSError:
                 time.sleep(0.1)
+        if srv.poll() is not None:
+            with open(errpath) as f:
+                why = f.read()[-2000:]
+            if tries > 1:
+                print(f"parleyd exited at start ({srv.returncode}), trying another port: {why[-300:]}", flush=True)
+                return run_point(args, server_args, bench_args, tmp, tries - 1)
+            sys.exit(f"parleyd exited with {srv.returncode}: {why}")
         bench = [args.bench, "--url", f"ws://127.0.0.1:{port}/ws", "--pid", str(srv.pid), "--json", "--quiet",
                  *bench_args]
         out = subprocess.run(bench, capture_output=True, text=True, timeout=600)
         if not out.stdout.strip():
-            sys.exit(f"parley-bench printed nothing (exit {out.returncode}): {out.stderr[-2000:]}")
+            with open(errpath) as f:
+                sys.exit(f"parley-bench printed nothing (exit {out.returncode}): {out.stderr[-2000:]}\n"
+                         f"parleyd ({srv.poll()}): {f.read()[-2000:]}")
         res = json.loads(out.stdout)
         res["exit"] = out.returncode
         res["command"] = " ".join(bench)
