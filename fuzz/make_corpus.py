@@ -383,6 +383,38 @@ def real_client_frames():
         at += 4
 
 
+def real_server_frames():
+    """Server text frames of tests/captures/conversation.cap (dir 1, opcode 1;
+    bin8 payloads only, which is every frame in it but the longest)."""
+    data = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
+    frames, at = [], 0
+    while True:
+        at = data.find(b"\x01\x01\xc4", at)
+        if at < 0:
+            return frames
+        n = data[at + 3]
+        body = data[at + 4: at + 4 + n]
+        if body.startswith(b"{") and body.endswith(b"}"):
+            frames.append(body)
+        at += 4
+
+
+BENCH_SCAN = {
+    "chunk": '{"type":"chunk","text":"Echo \\"q\\" ","chunk_number":3,"is_final":false,"response_id":"r1",'
+             '"session_id":"s1","seq":12}',
+    "complete": '{"type":"response_complete","total_chunks":8,"processing_time":0.2,"message_count":2,'
+                '"usage":{"prompt_tokens":3,"completion_tokens":8},"session_id":"s1","seq":13}',
+    "added": '{"type":"session_update","update_type":"message_added","message_count":1,'
+             '"message":{"id":"m1","role":"user","content":"t17 w1 w2","timestamp":1.5},"session_id":"s1","seq":7}',
+    "error": '{"type":"error","code":"BUSY","message":"busy","id":42}',
+    "deep": '{"a":' + "[" * 40 + "]" * 40 + ',"type":"pong"}',
+    "cut_string": '{"type":"chunk","text":"abc',
+    "escape_at_end": '{"type":"chunk","text":"abc\\',
+    "huge_number": '{"type":"chunk","seq":99999999999999999999999,"chunk_number":-1}',
+    "not_object": '["type","chunk"]',
+}
+
+
 def captures():
     recs = b"".join(mp(r) for r in cap_records())
     real = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
@@ -450,6 +482,10 @@ def main():
 
     for name, data in captures():
         out("capture", name, data)
+    for name, frame in BENCH_SCAN.items():
+        out("bench_scan", name + ".json", frame)
+    for i, frame in enumerate(real_server_frames()):
+        out("bench_scan", "captured_%02d.json" % i, frame)
     # the client frames of the committed capture: real traffic for the dialect
     for i, frame in enumerate(real_client_frames()):
         out("dialect_session", "captured_%02d.json" % i, frame)
