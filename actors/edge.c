@@ -16,10 +16,15 @@
 
 /* Bytes lws hands us per RECEIVE callback; larger frames arrive in pieces
    (edge_ws.c puts them together). lws allocates this much for every
-   WebSocket at the upgrade, so it is most of what an idle connection costs:
-   measured 10.9 KB of server RSS per idle connection at 16 KiB, 8.5 KB at 4 KiB,
-   5.8 KB at 1 KiB (docs/benchmarks.md). Client frames are mostly far smaller. */
+   WebSocket at the upgrade: server RSS per idle connection measured 10.9 KB
+   at 16 KiB, 8.5 KB at 4 KiB, 5.8 KB at 1 KiB (docs/benchmarks.md). Client
+   frames are mostly far smaller. */
 #define S_RX_CHUNK 1024
+/* The most lws hands the kernel in one send(). Left 0, lws caps a send at
+   rx_buffer_size (1 KiB here) and sends the rest of a write 1 KiB per loop
+   turn: found in review, after the batched writes (edge_queue.c) went out
+   in 1 KiB pieces. One batch, one send. */
+#define S_TX_PACKET (LWS_PRE + PL_EDGE_BATCH)
 /* lws 4.1's libev glue re-arms its timer only when that timer is idle, so a
    timer scheduled earlier than the one armed (a heartbeat, a handshake or
    close deadline) waits for the later one, or for any socket event, whose
@@ -223,7 +228,8 @@ s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *
 }
 
 static const struct lws_protocols s_protocols[] = {
-    {"parley", s_callback, sizeof(pss_t), S_RX_CHUNK, 0, NULL, 0}, {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
+    {"parley", s_callback, sizeof(pss_t), S_RX_CHUNK, 0, NULL, S_TX_PACKET},
+    {NULL, NULL, 0, 0, 0, NULL, 0}, /* terminator */
 };
 
 /* ---- lifecycle ---- */
@@ -327,7 +333,10 @@ s_main(void *arg)
         if (loop)
             ev_loop_destroy(loop);
         if (tap_ok)
-            pl_log_error("listen", "host=%s port=%ld error=cannot_listen", self->cfg->host, self->cfg->port);
+            pl_log_error("listen",
+                         "host=%s port=%ld error=cannot_listen note=\"the port is taken, or lws's libev plugin "
+                         "(Debian package libwebsockets-evlib-ev) is not installed: see lws's error above\"",
+                         self->cfg->host, self->cfg->port);
         pl_tap_destroy(&self->tap);
         pl_mailbox_destroy(&self->box);
         pl_outbox_destroy(&self->out);
@@ -393,6 +402,8 @@ s_ring(void *arg)
     pthread_mutex_lock(&self->ring_lock);
     if (self->ctx)
         lws_cancel_service(self->ctx);
+    else
+        atomic_store(&self->rung, false); /* nothing rang: the next ring must */
     pthread_mutex_unlock(&self->ring_lock);
 }
 

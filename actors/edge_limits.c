@@ -105,8 +105,11 @@ pl_edge_conn_limit(pl_edge_t *self)
     }
     long files = (long) rl.rlim_cur, reserve = self->cfg->fd_reserve;
     long room = files - open - reserve;
-    if (room < 1)
-        room = 1;
+    if (room < 1) { /* the reserve does not fit: share what is left rather than serve one */
+        room = (files - open) / 2 > 0 ? (files - open) / 2 : 1;
+        pl_log_error("limits", "fd_reserve=%ld does_not_fit files=%ld open_at_start=%ld websockets=%ld", reserve, files,
+                     open, room);
+    }
     self->stats.conns_limit = want && want <= room ? want : room;
     if (want && want <= room)
         pl_log_info("limits", "max_connections=%ld files=%ld open_at_start=%ld fd_reserve=%ld", want, files, open,

@@ -410,39 +410,44 @@ pl_edge_queue_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
     }
     pss->choked = pss->choke_known = false;
     unsigned char *batch = self->batch + LWS_PRE;
-    size_t used = 0;
-    for (int i = 0; i < S_WRITE_BURST && pss->qlen > 0; i++) {
+    size_t used = 0, n = 0;
+    struct {
+        size_t at, len;
+    } put[S_WRITE_BURST]; /* the batch's frames, tapped and counted once written */
+    while (n < S_WRITE_BURST && pss->qlen > 0) {
         pl_edge_frame_t *f = pss->q[pss->qhead];
         size_t len = 0;
         char *tmp = NULL;
         const unsigned char *json = s_frame_json(f, &len, &tmp);
-        if (!json)
+        if (!json && !used)
             return -1; /* the client would miss text: close; it may resume */
-        if (used && used + 10 + len > PL_EDGE_BATCH) {
-            free(tmp); /* rendered again next time: merged frames are rare */
+        if (!json || (used && used + 10 + len > PL_EDGE_BATCH)) {
+            free(tmp); /* stays queued, rendered again next time: merged frames are rare */
             break;
         }
         f = s_pop(self, pss);
-        int rc = 0;
-        if (10 + len > PL_EDGE_BATCH) {
-            rc = s_write_alone(self, wsi, pss, json, len);
-        } else {
-            used += s_ws_header(batch + used, len);
-            memcpy(batch + used, json, len);
-            used += len;
-            if (self->tap)
-                pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, json, len);
+        if (10 + len > PL_EDGE_BATCH) { /* only ever the first: written alone */
+            int rc = s_write_alone(self, wsi, pss, json, len);
+            free(tmp);
+            pl_edge_frame_unref(f);
+            if (rc < 0)
+                return -1;
+            self->stats.frames_out++;
+            break;
         }
+        used += s_ws_header(batch + used, len);
+        put[n].at = used;
+        put[n++].len = len;
+        memcpy(batch + used, json, len);
+        used += len;
         free(tmp);
         pl_edge_frame_unref(f);
-        if (rc < 0)
-            return -1;
-        self->stats.frames_out++;
-        if (!used)
-            break; /* a frame written alone: lws may hold some of it */
     }
     if (used && lws_write(wsi, batch, used, LWS_WRITE_RAW) < 0)
         return -1;
+    self->stats.frames_out += (int64_t) n;
+    for (size_t i = 0; self->tap && i < n; i++)
+        pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, batch + put[i].at, put[i].len);
     if (lws_partial_buffered(wsi)) /* the socket did not take it all: lws holds the rest */
         pss->choked = pss->choke_known = true;
     if (pss->qlen > 0 || pss->close_code)

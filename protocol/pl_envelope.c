@@ -716,6 +716,7 @@ pl_mp_check(const void *buf, size_t len, size_t *objlen)
    which grew and shrank the thread's heap with mprotect — 15 % of the edge
    thread's CPU in fan-out (perf). Freed when the thread exits. */
 static pthread_key_t s_zone_key;
+static bool s_zone_key_ok;
 static pthread_once_t s_zone_once = PTHREAD_ONCE_INIT;
 
 static void
@@ -727,18 +728,22 @@ s_zone_free(void *zone)
 static void
 s_zone_key_init(void)
 {
-    pthread_key_create(&s_zone_key, s_zone_free);
+    s_zone_key_ok = pthread_key_create(&s_zone_key, s_zone_free) == 0;
 }
 
+/* The thread's zone; without a key (pthread_key_create failed) or a slot, a
+   zone of the caller's own (*own: free it after the decode). */
 static msgpack_zone *
-s_zone(void)
+s_zone(bool *own)
 {
     pthread_once(&s_zone_once, s_zone_key_init);
-    msgpack_zone *z = pthread_getspecific(s_zone_key);
-    if (!z && (z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE)) && pthread_setspecific(s_zone_key, z) != 0) {
-        msgpack_zone_free(z);
-        z = NULL;
-    }
+    msgpack_zone *z = s_zone_key_ok ? pthread_getspecific(s_zone_key) : NULL;
+    *own = false;
+    if (z)
+        return z;
+    z = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (z && (!s_zone_key_ok || pthread_setspecific(s_zone_key, z) != 0))
+        *own = true;
     return z;
 }
 
@@ -749,7 +754,8 @@ s_decode(const char *buf, size_t len, pl_env_t *env, bool check_required)
     if (!buf || len == 0 || len > PL_ENV_MAX || pl_mp_check(buf, len, NULL) != 1)
         return -PL_E_BAD_FRAME;
 
-    msgpack_zone *zone = s_zone();
+    bool own;
+    msgpack_zone *zone = s_zone(&own);
     if (!zone)
         return -PL_E_NOMEM;
     msgpack_object obj;
@@ -789,7 +795,10 @@ s_decode(const char *buf, size_t len, pl_env_t *env, bool check_required)
     if (have_type && (!check_required || (env->present & s_required[env->type]) == s_required[env->type]))
         rc = 0;
 out:
-    msgpack_zone_clear(zone); /* the fields were copied out */
+    if (own)
+        msgpack_zone_free(zone);
+    else
+        msgpack_zone_clear(zone); /* the fields were copied out */
     if (rc != 0) {
         pl_env_reset(env);
         env->type = PL_MSG_NONE_;
