@@ -5,7 +5,8 @@ The bench says whether a run passed (exit 0, "ok"); these tests check that verdi
 the counts behind it: every frame of a measured turn received, none lost, the split over
 worker processes exact (whole sessions, counts that add up), refusals counted as such,
 turns the drain cut short accounted as unfinished. ``FakeParley`` stands in for parleyd
-where a real server will not do what a test needs (answer after the drain).
+where a real server will not do what a test needs (answer after the drain, send bad
+frames).
 """
 
 import asyncio
@@ -215,6 +216,42 @@ def test_a_turn_finishing_after_the_drain_is_accounted_once():
     assert f["total_received"] >= f["received"] + 4, f  # the late frames: counted there only
     assert r["errors"] == ["a measured turn did not finish (every member's response_complete and the "
                            "delivery_confirmation) before the drain ended: 1"], r["errors"]
+
+
+def test_hostile_frames_are_errors_not_crashes():
+    # A frame that is not JSON (shorter than what the error quotes), a session_created whose
+    # seq no int64_t holds, a chunk_number near 10^18 in a stream (chunk_number x interval
+    # would overflow): each is counted as an error; no worker dies, nothing is read past a
+    # frame.
+    async def script(fake, ws, m):
+        t = m["type"]
+        if t == "create_session":
+            await ws.send("nope")
+            fake.state["n"] = n = fake.state.get("n", 0) + 1
+            await ws.send('{"type":"session_created","session_id":"s%d","seq":%s}' % (n, "1e400" if n == 1 else "0"))
+        elif t == "chat":
+            sid = m["session_id"]
+            for f in (ev(1, "session_update", update_type="message_added",
+                         message={"role": "user", "content": m["message"]}),
+                      {"type": "delivery_confirmation", "id": m["id"], "status": "stored"},
+                      ev(2, "status", status="thinking"), ev(3, "response_start"),
+                      ev(4, "chunk", text="a", chunk_number=999999999999999999)):
+                await ws.send(wire({**f, "session_id": sid}))
+        elif t == "ping":
+            await ws.send(wire({"type": "pong"}))
+
+    fake = FakeParley(script)
+    try:
+        p, r = bench(fake, "stream", "--chats", 2, "--chunks", 2, "--chunk-interval-ms", 1,
+                     "--duration", 1, "--warmup", 0, "--drain", 0, check=1)
+    finally:
+        fake.close()
+    errors = set(r["errors"])
+    assert "a server frame that is not a JSON object with a type: nope: 2" in errors, errors
+    assert "a malformed session_created: 1" in errors, errors
+    assert "a chunk_number over 1000000000: 1" in errors, errors
+    assert not any("worker" in e for e in errors), errors
+    assert r["turns"]["sessions_ready"] == 1 and r["connections"]["ponged"] == 2, r
 
 
 def test_refused_connections_are_counted_as_refused(make_server):

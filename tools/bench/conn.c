@@ -164,7 +164,9 @@ s_message(pb_conn_t *k, const char *buf, size_t len)
     pb_frame_t f;
     pb_scan(buf, len, &f);
     if (!f.ok) {
-        pb_errs_add(&w->errs, 1, "a server frame that is not a JSON object with a type: %.60s", buf);
+        /* buf is not NUL-terminated: at most len bytes of it */
+        pb_errs_add(&w->errs, 1, "a server frame that is not a JSON object with a type: %.*s",
+                    (int) (len < 60 ? len : 60), buf);
         return;
     }
     switch (f.type) {

@@ -37,6 +37,7 @@
     (closed loop), and chunk i's latency is measured against the ideal
     time chat sent + (i - 1) x --chunk-interval-ms. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,6 +48,9 @@
 /* How much earlier than its ideal time a chunk may come (clock and
    rounding noise) before the run stops. */
 #define S_EARLY_US 1000
+/* The largest chunk_number (and total_chunks) taken from the server:
+   far past any answer, small enough that no product with it overflows. */
+#define S_CHUNK_MAX 1000000000
 
 static pb_turn_t *
 s_turn(pb_sess_t *s, uint32_t k)
@@ -166,13 +170,24 @@ s_created(pb_conn_t *k, const char *buf, size_t len)
     cJSON *j = cJSON_ParseWithLength(buf, len);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "session_id");
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(j, "seq");
-    if (k->member != 0 || s->created || !cJSON_IsString(id) || strlen(id->valuestring) >= sizeof s->id) {
-        pb_errs_add(&w->errs, 1, "an unexpected or malformed session_created");
+    /* seq, if present, must be a whole number an int64_t holds (2^63 is
+       exact as a double): converting anything else is undefined */
+    double sv = cJSON_IsNumber(seq) ? seq->valuedouble : 0;
+    bool seq_ok =
+        !seq || (cJSON_IsNumber(seq) && isfinite(sv) && sv >= 0 && sv < 9223372036854775808.0 && sv == floor(sv));
+    if (k->member != 0 || s->created) {
+        pb_errs_add(&w->errs, 1, "an unexpected session_created");
         cJSON_Delete(j);
         return;
     }
+    if (!cJSON_IsString(id) || strlen(id->valuestring) >= sizeof s->id || !seq_ok) {
+        pb_errs_add(&w->errs, 1, "a malformed session_created");
+        cJSON_Delete(j);
+        s_break(s); /* it can never be joined: settle it, or the open phase waits for it */
+        return;
+    }
     snprintf(s->id, sizeof s->id, "%s", id->valuestring);
-    k->last_seq = cJSON_IsNumber(seq) ? (int64_t) seq->valuedouble : 0;
+    k->last_seq = (int64_t) sv;
     cJSON_Delete(j);
     s->created = true;
     s->joined = 1;
@@ -366,6 +381,10 @@ s_chunk(pb_conn_t *k, const pb_frame_t *f, int64_t gap, int64_t now)
         pb_errs_add(&w->errs, 1, "a chunk outside an answer");
         return;
     }
+    if (f->chunk_number > S_CHUNK_MAX) {
+        pb_errs_add(&w->errs, 1, "a chunk_number over %d", S_CHUNK_MAX);
+        return;
+    }
     int64_t d = f->chunk_number - k->cur_chunks;
     if (d < 1) {
         pb_errs_add(&w->errs, 1, "chunk_number did not advance");
@@ -419,7 +438,8 @@ s_complete(pb_conn_t *k, const pb_frame_t *f, int64_t now)
     }
     if (f->total_chunks != k->cur_chunks)
         pb_errs_add(&w->errs, 1, "an answer's chunks do not add up to response_complete's total_chunks");
-    t->total_chunks = f->total_chunks;
+    if (f->total_chunks >= 0 && f->total_chunks <= S_CHUNK_MAX)
+        t->total_chunks = f->total_chunks;
     t->completes++;
     t->received++;
     k->cur = 0;
@@ -440,7 +460,7 @@ s_error(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len)
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
     const char *cs = cJSON_IsString(code) ? code->valuestring : "(no code)";
     const char *ms = cJSON_IsString(msg) ? msg->valuestring : "(no message)";
-    pb_turn_t *t = k->member == 0 && f->id > 0 ? s_turn(s, (uint32_t) f->id) : NULL;
+    pb_turn_t *t = k->member == 0 && f->id > 0 && f->id <= UINT32_MAX ? s_turn(s, (uint32_t) f->id) : NULL;
     if (t && !t->refused) {
         t->refused = true;
         if (t->measured)
@@ -533,7 +553,7 @@ pb_turns_frame(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len, i
         s_complete(k, f, now);
         return;
     case PB_F_DELIVERY: {
-        pb_turn_t *t = k->member == 0 && f->id > 0 ? s_turn(s, (uint32_t) f->id) : NULL;
+        pb_turn_t *t = k->member == 0 && f->id > 0 && f->id <= UINT32_MAX ? s_turn(s, (uint32_t) f->id) : NULL;
         if (!t || t->confirmed) {
             pb_errs_add(&w->errs, 1, "an unexpected delivery_confirmation");
             return;
