@@ -3,12 +3,19 @@ the bench's own accounting (its --json object), a refusal, and bad arguments.
 
 The bench says whether a run passed (exit 0, "ok"); these tests check that verdict and
 the counts behind it: every frame of a measured turn received, none lost, the split over
-worker processes exact (whole sessions, counts that add up), refusals counted as such.
+worker processes exact (whole sessions, counts that add up), refusals counted as such,
+turns the drain cut short accounted as unfinished. ``FakeParley`` stands in for parleyd
+where a real server will not do what a test needs (answer after the drain, send bad
+frames).
 """
 
+import asyncio
 import json
 import os
 import subprocess
+import threading
+
+import websockets
 
 from conftest import PARLEYD, stats
 
@@ -31,7 +38,7 @@ def check_turns(r):
     f, t = r["frames"], r["turns"]
     assert r["ok"] is True and r["failed"] is None, r
     assert r["errors"] == [], r["errors"]
-    assert t["sent"] > 0 and t["completed"] == t["sent"] and t["refused"] == 0, t
+    assert t["sent"] > 0 and t["completed"] == t["sent"] and t["refused"] == 0 and t["unfinished"] == 0, t
     assert f["received"] == f["expected"] > 0, f
     assert f["lost"] == 0 and f["coalesced"] == 0, f
     assert f["chunks_received"] == f["chunks_expected"] > 0, f
@@ -94,6 +101,157 @@ def test_stream_chunks_and_time_to_first_chunk(make_server):
     assert r["ttfc_us"]["count"] == t["sent"] and r["ttfc_us"]["p50"] > 0, r["ttfc_us"]
     assert r["connections"]["planned"] == 14  # 8 streaming + 6 idle, all answered the ping
     assert r["latency_us"]["count"] == f["chunks_received"]
+
+
+def test_turns_the_drain_cuts_short_are_unfinished_and_fail_the_run(make_server):
+    # Answers of 30 chunks 200 ms apart (6 s) against a 1 s window and a 1 s drain: when the
+    # drain ends, the first turn has part of its chunks and the second none (the server
+    # answers a session's turns in order). Received and expected cover the same turns: an
+    # unfinished turn expects the chunks its furthest member got, never fewer than arrived.
+    srv = make_server("--echo-delay-ms", "200")
+    args = ("fanout", "--sessions", 1, "--members", 3, "--rate", 2, "--words", 30, "--duration", 1,
+            "--warmup", 0, "--drain", 1)
+    p, r = bench(srv, *args, check=1)
+    f, t = r["frames"], r["turns"]
+    assert r["ok"] is False and r["config"]["drain"] == 1, r
+    assert t["sent"] >= 1 and t["completed"] == 0 and t["unfinished"] == t["sent"], t
+    assert 0 < f["chunks_received"] <= f["chunks_expected"], f
+    assert 0 < f["received"] <= f["expected"], f
+    # the same shape as a finished turn's: M x 4 + 1 frames per turn, plus the chunks
+    assert f["expected"] == t["sent"] * (3 * 4 + 1) + f["chunks_expected"], f
+    assert f["lost"] == 0, f
+    assert f"{t['sent']} measured turns did not complete before the drain ended (--drain 1 s)" in r["failed"], r
+    # the human summary says it too
+    p = subprocess.run([BENCH, "--url", srv.ws_url, "--quiet", *map(str, args)], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 1, p
+    assert "FAILED: " in p.stdout and "measured turns did not complete before the drain ended" in p.stdout, p.stdout
+    assert " unfinished, " in p.stdout, p.stdout
+
+
+def wire(frame):
+    """A frame as parleyd writes it: compact JSON (the bench finds a turn's tag by
+    ``"content":"t``)."""
+    return json.dumps(frame, separators=(",", ":"))
+
+
+class FakeParley:
+    """A scripted stand-in for parleyd's /ws on a thread of its own: greets each connection
+    with ``connected``, then hands every frame a client sends to ``await script(fake, ws,
+    msg)``. ``members`` and ``state`` are the script's to keep."""
+
+    def __init__(self, script):
+        self.script = script
+        self.members = []
+        self.state = {}
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
+        self.ws_url = f"ws://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/ws"
+
+    async def _serve(self):
+        return await websockets.serve(self._handler, "127.0.0.1", 0)
+
+    async def _handler(self, ws, path):
+        await ws.send(wire({"type": "connected"}))
+        try:
+            async for raw in ws:
+                await self.script(self, ws, json.loads(raw))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def send_all(self, *frames):
+        for ws in self.members:
+            for f in frames:
+                await ws.send(wire(f))
+
+    def close(self):
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def ev(seq, type_, **kw):
+    return {"type": type_, "session_id": "s1", "seq": seq, **kw}
+
+
+def test_a_turn_finishing_after_the_drain_is_accounted_once():
+    # The server holds the rest of the answer until the final ping, which comes after the
+    # drain ended: the turn was accounted then, unfinished, and must not be again (nor its
+    # late frames counted in received) when it completes during the ping.
+    async def script(fake, ws, m):
+        t = m["type"]
+        if t in ("create_session", "join_session"):
+            fake.members.append(ws)
+            kind = "session_created" if t == "create_session" else "session_joined"
+            await ws.send(wire({"type": kind, "session_id": "s1", "seq": 0}))
+        elif t == "chat":
+            await fake.send_all(ev(1, "session_update", update_type="message_added",
+                                   message={"role": "user", "content": m["message"]}))
+            await ws.send(wire({"type": "delivery_confirmation", "id": m["id"], "status": "stored"}))
+            await fake.send_all(ev(2, "status", status="thinking"), ev(3, "response_start"),
+                                ev(4, "chunk", text="a", chunk_number=1))
+        elif t == "ping":
+            if not fake.state.get("rest"):
+                fake.state["rest"] = True
+                await fake.send_all(ev(5, "chunk", text="b", chunk_number=2),
+                                    ev(6, "response_complete", total_chunks=2))
+            await ws.send(wire({"type": "pong"}))
+
+    fake = FakeParley(script)
+    try:
+        p, r = bench(fake, "fanout", "--sessions", 1, "--members", 2, "--rate", 1, "--words", 2,
+                     "--duration", 1, "--warmup", 0, "--drain", 0, check=1)
+    finally:
+        fake.close()
+    f, t = r["frames"], r["turns"]
+    assert t == {"sessions_ready": 1, "sent": 1, "completed": 0, "unfinished": 1, "refused": 0, "behind": 0}, t
+    # each member: message_added, status, response_start, chunk 1; the sender's confirmation
+    assert f["received"] == 2 * 4 + 1 and f["expected"] == 2 * (4 + 1) + 1, f
+    assert f["chunks_received"] == f["chunks_expected"] == 2, f
+    assert f["total_received"] >= f["received"] + 4, f  # the late frames: counted there only
+    assert r["errors"] == ["a measured turn did not finish (every member's response_complete and the "
+                           "delivery_confirmation) before the drain ended: 1"], r["errors"]
+
+
+def test_hostile_frames_are_errors_not_crashes():
+    # A frame that is not JSON (shorter than what the error quotes), a session_created whose
+    # seq no int64_t holds, a chunk_number near 10^18 in a stream (chunk_number x interval
+    # would overflow): each is counted as an error; no worker dies, nothing is read past a
+    # frame.
+    async def script(fake, ws, m):
+        t = m["type"]
+        if t == "create_session":
+            await ws.send("nope")
+            fake.state["n"] = n = fake.state.get("n", 0) + 1
+            await ws.send('{"type":"session_created","session_id":"s%d","seq":%s}' % (n, "1e400" if n == 1 else "0"))
+        elif t == "chat":
+            sid = m["session_id"]
+            for f in (ev(1, "session_update", update_type="message_added",
+                         message={"role": "user", "content": m["message"]}),
+                      {"type": "delivery_confirmation", "id": m["id"], "status": "stored"},
+                      ev(2, "status", status="thinking"), ev(3, "response_start"),
+                      ev(4, "chunk", text="a", chunk_number=999999999999999999)):
+                await ws.send(wire({**f, "session_id": sid}))
+        elif t == "ping":
+            await ws.send(wire({"type": "pong"}))
+
+    fake = FakeParley(script)
+    try:
+        p, r = bench(fake, "stream", "--chats", 2, "--chunks", 2, "--chunk-interval-ms", 1,
+                     "--duration", 1, "--warmup", 0, "--drain", 0, check=1)
+    finally:
+        fake.close()
+    errors = set(r["errors"])
+    assert "a server frame that is not a JSON object with a type: nope: 2" in errors, errors
+    assert "a malformed session_created: 1" in errors, errors
+    assert "a chunk_number over 1000000000: 1" in errors, errors
+    assert not any("worker" in e for e in errors), errors
+    assert r["turns"]["sessions_ready"] == 1 and r["connections"]["ponged"] == 2, r
 
 
 def test_refused_connections_are_counted_as_refused(make_server):

@@ -53,6 +53,7 @@ typedef struct {
     double chunk_interval_ms;
     /* fanout and stream */
     double duration, warmup; /* s */
+    double drain;            /* s: how long answers in flight may take after the window */
 } pb_opts_t;
 
 /* Parses argv into `o`. Returns 0, 1 after --help (exit 0) or -1 after a
@@ -165,6 +166,8 @@ typedef struct {
     uint64_t chunks_expected;    /* their response_completes' total_chunks, every member */
     uint64_t lost, coalesced;
     uint64_t turns_sent, turns_completed, turns_behind, turns_refused; /* measured turns */
+    /* measured turns still unfinished when the drain ended */
+    uint64_t turns_unfinished;
     uint64_t early;           /* stream: chunks more than 1 ms before their ideal time */
     int64_t early_us;         /* the earliest (most negative lateness) */
     int64_t first_connect_us; /* 0: none */

@@ -141,8 +141,8 @@ pb_conn_pump(pb_worker_t *w)
 
 /* ------------------------------------------------------------- frames -- */
 
-static void
-s_error_frame(pb_worker_t *w, const char *buf, size_t len)
+void
+pb_conn_error_frame(pb_worker_t *w, const char *buf, size_t len)
 {
     cJSON *j = cJSON_ParseWithLength(buf, len);
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(j, "code");
@@ -164,7 +164,9 @@ s_message(pb_conn_t *k, const char *buf, size_t len)
     pb_frame_t f;
     pb_scan(buf, len, &f);
     if (!f.ok) {
-        pb_errs_add(&w->errs, 1, "a server frame that is not a JSON object with a type: %.60s", buf);
+        /* buf is not NUL-terminated: at most len bytes of it */
+        pb_errs_add(&w->errs, 1, "a server frame that is not a JSON object with a type: %.*s",
+                    (int) (len < 60 ? len : 60), buf);
         return;
     }
     switch (f.type) {
@@ -193,7 +195,7 @@ s_message(pb_conn_t *k, const char *buf, size_t len)
     if (k->sess) {
         pb_turns_frame(k, &f, buf, len, now);
     } else if (f.type == PB_F_ERROR) {
-        s_error_frame(w, buf, len);
+        pb_conn_error_frame(w, buf, len);
     }
 }
 

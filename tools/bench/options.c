@@ -52,7 +52,7 @@ static const s_opt_t s_opts[] = {
     {"--per-address", S_COMMON, S_INT, O(per_address), 1000, 1, 60000, false, "N",
      "connections per source address (127.0.0.1, .2, ...; parleyd's --max-per-address default)"},
     {"--timeout", S_COMMON, S_DBL, O(timeout), 0, 1, 86400, false, "S",
-     "stop the whole run after S seconds, exit 2 (default: the scenario's time + 120)"},
+     "stop the whole run after S seconds, exit 2 (default: the scenario's time, drain included, + 120)"},
 
     {"--connections", S_C, S_INT, O(connections), 0, 1, 1000000, true, "N", "WebSockets to open"},
     {"--rate", S_C, S_DBL, O(conn_rate), 0, 0, 1e7, false, "R",
@@ -73,6 +73,8 @@ static const s_opt_t s_opts[] = {
 
     {"--duration", S_F | S_S, S_DBL, O(duration), 10, 0.1, 86400, false, "D", "seconds measured, after the warmup"},
     {"--warmup", S_F | S_S, S_DBL, O(warmup), 1, 0, 3600, false, "S", "seconds of sending before measuring"},
+    {"--drain", S_F | S_S, S_DBL, O(drain), 10, 0, 3600, false, "S",
+     "seconds after the window for answers in flight (stream: + K x I); a turn unfinished then fails"},
 };
 #define S_NOPTS (sizeof s_opts / sizeof *s_opts)
 
@@ -297,7 +299,9 @@ s_check(pb_opts_t *o)
         return s_usage("--per-address %ld: %ld connections need more source addresses than 127.0.0.0/8 has",
                        o->per_address, conns);
     if (!o->timeout) {
-        double t = o->scenario == PB_CONNECT ? o->hold : o->warmup + o->duration;
+        double t = o->scenario == PB_CONNECT ? o->hold : o->warmup + o->duration + o->drain;
+        if (o->scenario == PB_STREAM)
+            t += (double) o->chunks * o->chunk_interval_ms / 1000.0;
         o->timeout = t + 120;
     }
     return 0;

@@ -78,6 +78,7 @@ pb_counts_merge(pb_counts_t *a, const pb_counts_t *b)
     S_SUM(turns_completed);
     S_SUM(turns_behind);
     S_SUM(turns_refused);
+    S_SUM(turns_unfinished);
     S_SUM(early);
     S_SUM(cpu_s);
 #undef S_SUM
@@ -189,15 +190,21 @@ pb_result_ok(const pb_result_t *r, char *why, size_t size)
               (unsigned long long) (c->planned - c->opened - c->refused - c->failed));
     if (c->lost)
         s_add(why, size, "%llu frames were lost (gaps in seq)", (unsigned long long) c->lost);
-    if (s_turned(r->o) && c->received + c->coalesced != c->expected)
-        s_add(why, size, "received %llu frames (+%llu coalesced) of measured turns, expected %llu",
-              (unsigned long long) c->received, (unsigned long long) c->coalesced, (unsigned long long) c->expected);
-    if (s_turned(r->o) && c->chunks_received != c->chunks_expected)
-        s_add(why, size, "received %llu chunks of measured turns, expected %llu",
-              (unsigned long long) c->chunks_received, (unsigned long long) c->chunks_expected);
-    if (s_turned(r->o) && c->turns_completed + c->turns_refused < c->turns_sent)
+    if (s_turned(r->o) && c->turns_unfinished)
+        s_add(why, size, "%llu measured turns did not complete before the drain ended (--drain %g s)",
+              (unsigned long long) c->turns_unfinished, r->o->drain);
+    else if (s_turned(r->o) && c->turns_completed + c->turns_refused < c->turns_sent)
         s_add(why, size, "%llu measured turns did not complete",
               (unsigned long long) (c->turns_sent - c->turns_completed - c->turns_refused));
+    /* the unfinished turns are in both sides: what they got, what they would have had */
+    const char *cut = c->turns_unfinished ? ", unfinished turns included" : "";
+    if (s_turned(r->o) && c->received + c->coalesced != c->expected)
+        s_add(why, size, "received %llu frames (+%llu coalesced) of measured turns, expected %llu%s",
+              (unsigned long long) c->received, (unsigned long long) c->coalesced, (unsigned long long) c->expected,
+              cut);
+    if (s_turned(r->o) && c->chunks_received != c->chunks_expected)
+        s_add(why, size, "received %llu chunks of measured turns, expected %llu%s",
+              (unsigned long long) c->chunks_received, (unsigned long long) c->chunks_expected, cut);
     uint64_t errors = pb_errs_total(&r->errs);
     uint64_t counted = c->refused + c->failed + c->dropped; /* already said */
     if (errors > counted)
@@ -292,10 +299,12 @@ pb_report_human(const pb_result_t *r, FILE *out)
     fprintf(out, "%-12s %llu of %llu answered the final ping\n", "", (unsigned long long) c->pongs,
             (unsigned long long) c->pings);
     if (s_turned(o)) {
-        fprintf(out, "%-12s %llu sessions ready; %llu measured turns sent, %llu completed, %llu refused, %llu behind\n",
+        fprintf(out,
+                "%-12s %llu sessions ready; %llu measured turns sent, %llu completed, %llu unfinished, %llu refused, "
+                "%llu behind\n",
                 "turns:", (unsigned long long) c->sessions_ready, (unsigned long long) c->turns_sent,
-                (unsigned long long) c->turns_completed, (unsigned long long) c->turns_refused,
-                (unsigned long long) c->turns_behind);
+                (unsigned long long) c->turns_completed, (unsigned long long) c->turns_unfinished,
+                (unsigned long long) c->turns_refused, (unsigned long long) c->turns_behind);
         fprintf(out, "%-12s %llu sent; of measured turns %llu received, %llu expected, %llu lost, %llu coalesced\n",
                 "frames:", (unsigned long long) c->frames_sent, (unsigned long long) c->received,
                 (unsigned long long) c->expected, (unsigned long long) c->lost, (unsigned long long) c->coalesced);
@@ -382,6 +391,7 @@ pb_report_json(const pb_result_t *r, FILE *out)
         cJSON_AddNumberToObject(k, "sessions_ready", (double) c->sessions_ready);
         cJSON_AddNumberToObject(k, "sent", (double) c->turns_sent);
         cJSON_AddNumberToObject(k, "completed", (double) c->turns_completed);
+        cJSON_AddNumberToObject(k, "unfinished", (double) c->turns_unfinished);
         cJSON_AddNumberToObject(k, "refused", (double) c->turns_refused);
         cJSON_AddNumberToObject(k, "behind", (double) c->turns_behind);
     } else {

@@ -18,17 +18,26 @@
     jumps by d stands for d chunks merged by the server for a slow reader:
     d - 1 are counted as coalesced, not lost; any other gap is lost. An
     answer's last chunk_number must equal response_complete's
-    total_chunks. Frames of measured turns (sent inside the window) are
-    counted as received; a finished measured turn expects, from each of
-    the M members, message_added, status, response_start,
-    total_chunks chunks and response_complete, and one
-    delivery_confirmation for the sender: M x (4 + total_chunks) + 1.
+    total_chunks. Only measured turns (sent inside the window) are
+    accounted for, each once: when it finishes, or when the drain ends
+    with it unfinished. A turn expects, from each of the M members,
+    message_added, status, response_start, total_chunks chunks and
+    response_complete, and one delivery_confirmation for the sender:
+    M x (4 + total_chunks) + 1. A turn counts its frames as they come and
+    adds them to the totals only when it is accounted for, so received
+    and expected always cover the same turns; an unfinished turn whose
+    total_chunks no member has yet expects the highest chunk_number any
+    member saw instead (received <= expected, and the turn counts as
+    unfinished). Once the drain is over the accounting is closed: frames
+    after it (during the final ping and the closes) count only in
+    frames_total.
 
     fanout: member 0 chats on a timer (open loop), slot k at slot0 + k/R.
     stream: one member; the next chat goes when the answer is complete
     (closed loop), and chunk i's latency is measured against the ideal
     time chat sent + (i - 1) x --chunk-interval-ms. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,8 +48,9 @@
 /* How much earlier than its ideal time a chunk may come (clock and
    rounding noise) before the run stops. */
 #define S_EARLY_US 1000
-/* Time after the window for the answers in flight to complete. */
-#define S_DRAIN_US 10000000
+/* The largest chunk_number (and total_chunks) taken from the server:
+   far past any answer, small enough that no product with it overflows. */
+#define S_CHUNK_MAX 1000000000
 
 static pb_turn_t *
 s_turn(pb_sess_t *s, uint32_t k)
@@ -160,13 +170,24 @@ s_created(pb_conn_t *k, const char *buf, size_t len)
     cJSON *j = cJSON_ParseWithLength(buf, len);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "session_id");
     const cJSON *seq = cJSON_GetObjectItemCaseSensitive(j, "seq");
-    if (k->member != 0 || s->created || !cJSON_IsString(id) || strlen(id->valuestring) >= sizeof s->id) {
-        pb_errs_add(&w->errs, 1, "an unexpected or malformed session_created");
+    /* seq, if present, must be a whole number an int64_t holds (2^63 is
+       exact as a double): converting anything else is undefined */
+    double sv = cJSON_IsNumber(seq) ? seq->valuedouble : 0;
+    bool seq_ok =
+        !seq || (cJSON_IsNumber(seq) && isfinite(sv) && sv >= 0 && sv < 9223372036854775808.0 && sv == floor(sv));
+    if (k->member != 0 || s->created) {
+        pb_errs_add(&w->errs, 1, "an unexpected session_created");
         cJSON_Delete(j);
         return;
     }
+    if (!cJSON_IsString(id) || strlen(id->valuestring) >= sizeof s->id || !seq_ok) {
+        pb_errs_add(&w->errs, 1, "a malformed session_created");
+        cJSON_Delete(j);
+        s_break(s); /* it can never be joined: settle it, or the open phase waits for it */
+        return;
+    }
     snprintf(s->id, sizeof s->id, "%s", id->valuestring);
-    k->last_seq = cJSON_IsNumber(seq) ? (int64_t) seq->valuedouble : 0;
+    k->last_seq = (int64_t) sv;
     cJSON_Delete(j);
     s->created = true;
     s->joined = 1;
@@ -280,7 +301,8 @@ pb_turns_run(pb_worker_t *w)
             spread = S_STREAM_SPREAD_MAX_US;
         total = (double) o->chats;
     }
-    w->t_deadline = w->t_stop + S_DRAIN_US + (int64_t) ((double) o->chunks * o->chunk_interval_ms * 1000.0);
+    w->t_deadline = w->t_stop + (int64_t) (o->drain * 1e6) +
+                    (o->scenario == PB_STREAM ? (int64_t) ((double) o->chunks * o->chunk_interval_ms * 1000.0) : 0);
     for (size_t i = 0; i < w->nsess; i++) {
         pb_sess_t *s = &w->sess[i];
         if (!s->ready || s->broken)
@@ -292,17 +314,26 @@ pb_turns_run(pb_worker_t *w)
 
 /* ----------------------------------------------------------- receiving -- */
 
+/* Adds a measured turn to the totals: what it received and what it
+   expects. Called once per turn (retired, or left unfinished at the end). */
 static void
 s_account(pb_sess_t *s, const pb_turn_t *t, bool finished)
 {
     pb_worker_t *w = s->w;
     if (!t->measured || t->refused)
         return;
-    int64_t tc = t->total_chunks < 0 ? 0 : t->total_chunks;
-    w->c.expected += (uint64_t) s->members * (uint64_t) (4 + tc) + 1;
-    w->c.chunks_expected += (uint64_t) s->members * (uint64_t) tc;
+    /* unfinished and no response_complete yet: as many chunks as the
+       furthest member got */
+    uint64_t tc = t->total_chunks >= 0 ? (uint64_t) t->total_chunks : t->max_chunk;
+    w->c.received += t->received;
+    w->c.chunks_received += t->chunks;
+    w->c.coalesced += t->coalesced;
+    w->c.expected += (uint64_t) s->members * (4 + tc) + 1;
+    w->c.chunks_expected += (uint64_t) s->members * tc;
     if (finished)
         w->c.turns_completed++;
+    else
+        w->c.turns_unfinished++;
 }
 
 /* Retires the finished turns at the head of the ring. */
@@ -350,14 +381,17 @@ s_chunk(pb_conn_t *k, const pb_frame_t *f, int64_t gap, int64_t now)
         pb_errs_add(&w->errs, 1, "a chunk outside an answer");
         return;
     }
+    if (f->chunk_number > S_CHUNK_MAX) {
+        pb_errs_add(&w->errs, 1, "a chunk_number over %d", S_CHUNK_MAX);
+        return;
+    }
     int64_t d = f->chunk_number - k->cur_chunks;
     if (d < 1) {
         pb_errs_add(&w->errs, 1, "chunk_number did not advance");
         return;
     }
     if (gap > 0 && gap == d - 1) {
-        if (t->measured)
-            w->c.coalesced += (uint64_t) gap;
+        t->coalesced += (uint64_t) gap;
     } else {
         if (gap > 0)
             w->c.lost += (uint64_t) gap;
@@ -365,6 +399,8 @@ s_chunk(pb_conn_t *k, const pb_frame_t *f, int64_t gap, int64_t now)
             pb_errs_add(&w->errs, 1, "chunk_number jumped by more than seq");
     }
     k->cur_chunks = f->chunk_number;
+    if ((uint64_t) f->chunk_number > t->max_chunk)
+        t->max_chunk = (uint32_t) f->chunk_number;
     if (s_in_window(w, now))
         w->c.chunks_window += (uint64_t) d;
     int64_t lat = now - t->sent_us;
@@ -380,9 +416,9 @@ s_chunk(pb_conn_t *k, const pb_frame_t *f, int64_t gap, int64_t now)
             return;
         }
     }
+    t->received++;
+    t->chunks += (uint64_t) d;
     if (t->measured) {
-        w->c.received++;
-        w->c.chunks_received += (uint64_t) d;
         pb_hist_add(&w->lat, lat);
         if (k->cur_first)
             pb_hist_add(&w->ttfc, now - t->sent_us);
@@ -402,10 +438,10 @@ s_complete(pb_conn_t *k, const pb_frame_t *f, int64_t now)
     }
     if (f->total_chunks != k->cur_chunks)
         pb_errs_add(&w->errs, 1, "an answer's chunks do not add up to response_complete's total_chunks");
-    t->total_chunks = f->total_chunks;
+    if (f->total_chunks >= 0 && f->total_chunks <= S_CHUNK_MAX)
+        t->total_chunks = f->total_chunks;
     t->completes++;
-    if (t->measured)
-        w->c.received++;
+    t->received++;
     k->cur = 0;
     if (w->o->scenario == PB_STREAM && w->phase == PB_PH_RUN && now < w->t_stop)
         s_assign(s, now >= w->t_measure);
@@ -424,7 +460,7 @@ s_error(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len)
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
     const char *cs = cJSON_IsString(code) ? code->valuestring : "(no code)";
     const char *ms = cJSON_IsString(msg) ? msg->valuestring : "(no message)";
-    pb_turn_t *t = k->member == 0 && f->id > 0 ? s_turn(s, (uint32_t) f->id) : NULL;
+    pb_turn_t *t = k->member == 0 && f->id > 0 && f->id <= UINT32_MAX ? s_turn(s, (uint32_t) f->id) : NULL;
     if (t && !t->refused) {
         t->refused = true;
         if (t->measured)
@@ -445,6 +481,11 @@ pb_turns_frame(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len, i
     pb_worker_t *w = k->w;
     pb_sess_t *s = k->sess;
     int64_t gap = 0;
+    if (w->turns_finished) { /* the accounting is closed; an error frame is still an error */
+        if (f->type == PB_F_ERROR)
+            pb_conn_error_frame(w, buf, len);
+        return;
+    }
     switch (f->type) {
     case PB_F_MESSAGE_ADDED:
     case PB_F_STATUS:
@@ -484,8 +525,7 @@ pb_turns_frame(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len, i
             return;
         }
         k->ann[(k->ann_head + k->ann_len++) % PB_TURNS_MAX] = tag;
-        if (t->measured)
-            w->c.received++;
+        t->received++;
         return;
     }
     case PB_F_STATUS:
@@ -495,8 +535,7 @@ pb_turns_frame(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len, i
             pb_errs_add(&w->errs, 1, "a status or response_start before its message_added");
             return;
         }
-        if (t->measured)
-            w->c.received++;
+        t->received++;
         if (f->type == PB_F_RESPONSE_START) {
             k->cur = k->ann[k->ann_head];
             k->ann_head = (uint8_t) ((k->ann_head + 1) % PB_TURNS_MAX);
@@ -514,14 +553,13 @@ pb_turns_frame(pb_conn_t *k, const pb_frame_t *f, const char *buf, size_t len, i
         s_complete(k, f, now);
         return;
     case PB_F_DELIVERY: {
-        pb_turn_t *t = k->member == 0 && f->id > 0 ? s_turn(s, (uint32_t) f->id) : NULL;
+        pb_turn_t *t = k->member == 0 && f->id > 0 && f->id <= UINT32_MAX ? s_turn(s, (uint32_t) f->id) : NULL;
         if (!t || t->confirmed) {
             pb_errs_add(&w->errs, 1, "an unexpected delivery_confirmation");
             return;
         }
         t->confirmed = true;
-        if (t->measured)
-            w->c.received++;
+        t->received++;
         s_retire(s);
         return;
     }
@@ -544,16 +582,17 @@ pb_turns_drained(const pb_worker_t *w)
 void
 pb_turns_finish(pb_worker_t *w)
 {
-    uint64_t unfinished = 0;
+    if (w->turns_finished)
+        return;
+    w->turns_finished = true;
+    uint64_t before = w->c.turns_unfinished;
     for (size_t i = 0; i < w->nsess; i++) {
         pb_sess_t *s = &w->sess[i];
         lws_sul_cancel(&s->sul);
-        for (uint32_t k = s->base; k < s->wnext; k++) {
-            const pb_turn_t *t = &s->turns[k % PB_TURNS_MAX];
-            s_account(s, t, false);
-            unfinished += t->measured && !t->refused;
-        }
+        for (uint32_t k = s->base; k < s->wnext; k++)
+            s_account(s, &s->turns[k % PB_TURNS_MAX], false);
     }
+    uint64_t unfinished = w->c.turns_unfinished - before;
     if (unfinished)
         pb_errs_add(&w->errs, unfinished,
                     "a measured turn did not finish (every member's response_complete and "

@@ -54,9 +54,16 @@ typedef struct {
     int64_t cur_chunks; /* its last chunk_number */
 } pb_conn_t;
 
+/* A turn's frames are counted here as they arrive and added to the
+   worker's totals (received, expected, chunks, coalesced) only when the
+   turn is accounted for, once: so the totals always cover the same turns. */
 typedef struct {
     int64_t sent_us;      /* 0: assigned, not yet written */
     int64_t total_chunks; /* from response_complete; -1 until then */
+    uint64_t chunks;      /* chunks received, every member (a merged frame counts for each) */
+    uint64_t coalesced;   /* chunks the server merged, every member */
+    uint32_t received;    /* frames received, every member */
+    uint32_t max_chunk;   /* the highest chunk_number any member saw */
     uint32_t completes;   /* members that got its response_complete */
     bool measured;        /* sent in the measured window */
     bool refused;         /* the server answered the chat with an error */
@@ -99,6 +106,7 @@ typedef struct pb_worker {
     int64_t t_start, t_measure, t_stop, t_deadline; /* µs, monotonic */
     int64_t interval_us;                            /* stream: --chunk-interval-ms */
     uint64_t outstanding;                           /* unfinished turns, all sessions */
+    bool turns_finished;                            /* pb_turns_finish ran: the accounting is closed */
     lws_sorted_usec_list_t tick;
     /* results */
     pb_counts_t c;
@@ -125,6 +133,8 @@ void pb_worker_send(pb_conn_t *k, unsigned tx);
 void pb_conn_pump(pb_worker_t *w);
 /* Closes open connections, a bounded number at once. */
 void pb_conn_close_pump(pb_worker_t *w);
+/* Counts an error frame (its code and message) among the errors. */
+void pb_conn_error_frame(pb_worker_t *w, const char *buf, size_t len);
 int pb_conn_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 
 /* turns.c */
@@ -142,7 +152,8 @@ size_t pb_turns_render_chat(pb_conn_t *k, int64_t now);
 size_t pb_turns_render_setup(pb_conn_t *k, unsigned what);
 void pb_turns_run(pb_worker_t *w);
 /* The measured run is over (drained or out of time): account for what
-   never finished. */
+   never finished, and close the accounting (frames after it count only
+   in frames_total). */
 void pb_turns_finish(pb_worker_t *w);
 bool pb_turns_drained(const pb_worker_t *w);
 
