@@ -84,7 +84,7 @@ def main():
     ap.add_argument("bench")
     ap.add_argument("out_dir")
     ap.add_argument("--streams", default="100,200,300,500,700,1000", help="stream sweep: concurrent answers")
-    ap.add_argument("--rates", default="0.1,0.2,0.3,0.4,0.45,0.5", help="fanout sweep: chats/s per session")
+    ap.add_argument("--rates", default="0.1,0.2,0.3,0.4,0.5,0.55,0.6", help="fanout sweep: chats/s per session")
     ap.add_argument("--duration", default="10", help="seconds measured per point")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
