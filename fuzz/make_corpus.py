@@ -365,31 +365,15 @@ def cap_records():
     ]
 
 
-def real_client_frames():
-    """Client text frames of tests/captures/conversation.cap, read with a
-    minimal walk of the records (FRAME, dir 0, opcode 1)."""
-    data = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
-    # Every client frame in it is a small JSON object: find bin8 payloads that
-    # follow "dir 0, opcode 1" (0x00 0x01 0xc4 len).
-    frames, at = [], 0
-    while True:
-        at = data.find(b"\x00\x01\xc4", at)
-        if at < 0:
-            return frames
-        n = data[at + 3]
-        body = data[at + 4: at + 4 + n]
-        if body.startswith(b"{"):
-            frames.append(body)
-        at += 4
-
-
-def real_server_frames():
-    """Server text frames of tests/captures/conversation.cap (dir 1, opcode 1;
-    bin8 payloads only, which is every frame in it but the longest)."""
+def real_frames(direction):
+    """Text frames of tests/captures/conversation.cap in one direction (0 client,
+    1 server), read with a minimal walk of the records: bin8 payloads that follow
+    "dir, opcode 1" (dir 0x01 0xc4 len) and are a JSON object — every frame in
+    it but the longest, which need more than bin8."""
     data = open(os.path.join(ROOT, "tests", "captures", "conversation.cap"), "rb").read()
     frames, at = [], 0
     while True:
-        at = data.find(b"\x01\x01\xc4", at)
+        at = data.find(bytes([direction]) + b"\x01\xc4", at)
         if at < 0:
             return frames
         n = data[at + 3]
@@ -484,10 +468,10 @@ def main():
         out("capture", name, data)
     for name, frame in BENCH_SCAN.items():
         out("bench_scan", name + ".json", frame)
-    for i, frame in enumerate(real_server_frames()):
+    for i, frame in enumerate(real_frames(1)):
         out("bench_scan", "captured_%02d.json" % i, frame)
     # the client frames of the committed capture: real traffic for the dialect
-    for i, frame in enumerate(real_client_frames()):
+    for i, frame in enumerate(real_frames(0)):
         out("dialect_session", "captured_%02d.json" % i, frame)
 
 
