@@ -386,18 +386,22 @@ s_ws_header(unsigned char *h, size_t len)
     return 10;
 }
 
-/* One frame that does not fit the batch: lws frames and writes it. */
+/* One frame that does not fit the batch: lws frames and writes it, from the
+   LWS_PRE headroom a shared frame has (`json` is its buffer), or from a copy
+   of a merged chunk's rendering, which has none. */
 static int
-s_write_alone(pl_edge_t *self, struct lws *wsi, const pss_t *pss, const unsigned char *json, size_t len)
+s_write_alone(pl_edge_t *self, struct lws *wsi, const pss_t *pss, const pl_edge_frame_t *f, const unsigned char *json,
+              size_t len)
 {
-    unsigned char *buf = malloc(LWS_PRE + len);
-    if (!buf)
+    unsigned char *copy = NULL;
+    if (f->merged && !(copy = malloc(LWS_PRE + len)))
         return -1;
-    memcpy(buf + LWS_PRE, json, len);
-    int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_TEXT);
+    if (copy)
+        memcpy(copy + LWS_PRE, json, len);
+    int n = lws_write(wsi, copy ? copy + LWS_PRE : (unsigned char *) json, len, LWS_WRITE_TEXT);
     if (n >= 0 && self->tap)
         pl_tap_frame(self->tap, pss->conn, PL_CAP_OUT, PL_CAP_TEXT, json, len);
-    free(buf);
+    free(copy);
     return n < 0 ? -1 : 0;
 }
 
@@ -427,7 +431,7 @@ pl_edge_queue_write(pl_edge_t *self, struct lws *wsi, pss_t *pss)
         }
         f = s_pop(self, pss);
         if (10 + len > PL_EDGE_BATCH) { /* only ever the first: written alone */
-            int rc = s_write_alone(self, wsi, pss, json, len);
+            int rc = s_write_alone(self, wsi, pss, f, json, len);
             free(tmp);
             pl_edge_frame_unref(f);
             if (rc < 0)
