@@ -26,9 +26,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
-from measure_store import free_port, get_json  # the same helpers, beside this script
+from measure_store import free_port, wait_healthy  # the same helpers, beside this script
 
 STREAM_ARGS = ["--echo-delay-ms", "20"]
 FANOUT_ARGS = ["--echo-delay-ms", "0", "--db-sync", "normal"]
@@ -44,19 +43,13 @@ def run_point(args, server_args, bench_args, tmp, tries=3):
     with open(errpath, "w") as err:
         srv = subprocess.Popen(cmd, stderr=err)
     try:
-        for _ in range(100):
-            try:
-                get_json(port, "/health")
-                break
-            except OSError:
-                time.sleep(0.1)
-        if srv.poll() is not None:
+        if not wait_healthy(srv, port):
             with open(errpath) as f:
                 why = f.read()[-2000:]
             if tries > 1:
-                print(f"parleyd exited at start ({srv.returncode}), trying another port: {why[-300:]}", flush=True)
+                print(f"parleyd did not start ({srv.poll()}), trying another port: {why[-300:]}", flush=True)
                 return run_point(args, server_args, bench_args, tmp, tries - 1)
-            sys.exit(f"parleyd exited with {srv.returncode}: {why}")
+            sys.exit(f"parleyd did not start ({srv.poll()}): {why}")
         bench = [args.bench, "--url", f"ws://127.0.0.1:{port}/ws", "--pid", str(srv.pid), "--json", "--quiet",
                  *bench_args]
         out = subprocess.run(bench, capture_output=True, text=True, timeout=600)

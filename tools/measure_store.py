@@ -59,6 +59,19 @@ def get_json(port, path):
         c.close()
 
 
+def wait_healthy(proc, port, seconds=10.0):
+    """True once parleyd (the process `proc`, on `port`) answers GET /health; False if it
+    exited first or `seconds` passed. Every measuring script starts its servers this way."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            get_json(port, "/health")
+            return True
+        except (OSError, RuntimeError):
+            time.sleep(0.05)
+    return False
+
+
 class Server:
     def __init__(self, binary, sync, dbdir, extra):
         self.port = free_port()
@@ -72,16 +85,9 @@ class Server:
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.err, env=env)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                get_json(self.port, "/health")
-                return
-            except (OSError, RuntimeError):
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("parleyd did not start:\n" + self.stderr())
-                time.sleep(0.05)
+        if not wait_healthy(self.proc, self.port):
+            self.stop()
+            raise RuntimeError("parleyd did not start:\n" + self.stderr())
 
     def stderr(self):
         self.err.seek(0)

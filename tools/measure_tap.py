@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from measure_store import free_port, get_json  # the same helpers, beside this script
+from measure_store import free_port, get_json, wait_healthy  # the same helpers, beside this script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,12 +53,8 @@ def one_run(args, mode, tmp):
     srv = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     rec = None
     try:
-        for _ in range(100):
-            try:
-                get_json(port, "/health")
-                break
-            except OSError:
-                time.sleep(0.05)
+        if not wait_healthy(srv, port):
+            sys.exit(f"parleyd did not start: {' '.join(cmd)}")
         if mode == "recording":
             rec = subprocess.Popen([args.replay, "record", endpoint, f"{tmp}/rec-{port}.cap"],
                                    stderr=subprocess.PIPE, text=True)

@@ -21,17 +21,16 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fake_upstream"))
 from fake_upstream import FakeUpstream  # noqa: E402
 import websockets  # noqa: E402
+from measure_store import free_port, wait_healthy  # noqa: E402  the same helpers, beside this script
 
 
 def pct(xs, p):
@@ -56,21 +55,15 @@ async def main(args):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # clients and fake server share this process
     up = FakeUpstream(delay_ms=0)
     up.start()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     models = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
     json.dump([{"name": "fake", "backend": "openai", "base_url": up.url + "/v1"}], models)
     models.close()
     proc = subprocess.Popen([args.parleyd, "--port", str(port), "--host", "127.0.0.1", "--models", models.name,
                              "--log-level", "warn"])
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+        if not wait_healthy(proc, port):
+            sys.exit("parleyd did not start")
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
             await ws.recv()
             await ws.send(json.dumps({"type": "create_session", "model_id": "fake"}))
